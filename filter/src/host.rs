@@ -1,0 +1,81 @@
+//! Everything the filter asks of Envoy, as one small trait.
+//!
+//! The wasm adapter (`crate::wasm`) implements it with
+//! `proxy_wasm::hostcalls` (which return errors instead of panicking); the
+//! native harness implements it in memory. The filter's logic is written
+//! against this trait only, so the same code runs in both.
+
+use std::time::Duration;
+
+/// A host call that failed. The filter logs it and takes the documented
+/// safe path; it never unwraps one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("host call {call} failed: {status}")]
+    Call { call: &'static str, status: String },
+    /// `set_shared_data` with a stale CAS: another worker wrote first.
+    #[error("shared data changed under us (CAS mismatch)")]
+    CasMismatch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// A metric defined by the filter (a counter or a gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// The host, seen from the filter. Request-scoped calls act on the request
+/// being processed (proxy-wasm sets the current context before each callback).
+pub trait Host {
+    /// `get_property`: raw bytes, `None` when the property does not exist.
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError>;
+    fn request_header(&self, name: &str) -> Result<Option<String>, HostError>;
+    /// Sets (`Some`) or removes (`None`) a request header.
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
+    /// Ends the request here with a local reply.
+    fn send_local_reply(&mut self, status: u32, body: &str) -> Result<(), HostError>;
+    /// `get_shared_data`: value and CAS token.
+    fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError>;
+    /// `set_shared_data`; with `cas`, fails with [`HostError::CasMismatch`] if
+    /// someone else wrote since that token was read.
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>)
+        -> Result<(), HostError>;
+    /// Wall clock, nanoseconds since the epoch.
+    fn now_nanos(&self) -> u64;
+    fn set_tick_period(&mut self, period: Duration) -> Result<(), HostError>;
+    fn define_metric(&mut self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
+    fn increment_metric(&mut self, id: u32, by: i64) -> Result<(), HostError>;
+    fn record_metric(&mut self, id: u32, value: u64) -> Result<(), HostError>;
+    fn log(&self, level: LogLevel, message: &str);
+    /// The plugin configuration bytes (`on_configure`).
+    fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError>;
+}
+
+/// Decoders for property encodings observed on Envoy 1.40.
+pub mod decode {
+    /// `response.code`, `request.time`: i64 little-endian.
+    pub fn i64_le(bytes: &[u8]) -> Option<i64> {
+        let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        Some(i64::from_le_bytes(arr))
+    }
+
+    /// `response.flags`, `upstream.request_attempt_count`: u64 little-endian.
+    pub fn u64_le(bytes: &[u8]) -> Option<u64> {
+        let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        Some(u64::from_le_bytes(arr))
+    }
+
+    pub fn string(bytes: &[u8]) -> Option<String> {
+        std::str::from_utf8(bytes).ok().map(str::to_string)
+    }
+}

@@ -1,0 +1,303 @@
+//! The upstream endpoints the filter chooses from: address, labels, weight.
+//!
+//! Plain data, validated once when it arrives (from plugin configuration or
+//! from the cluster's metadata) and then shared read-only. Labels follow
+//! Istio's augmentation: an endpoint's `locality` (`region/zone/subzone`)
+//! fills the topology labels it does not set itself.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{LABEL_REGION, LABEL_SUBZONE, LABEL_ZONE};
+
+pub type Labels = BTreeMap<String, String>;
+
+/// Most endpoints one inventory may hold; more is refused, not truncated.
+pub const MAX_ENDPOINTS: usize = 100_000;
+/// Largest endpoint weight (Envoy sums weights per priority in 32 bits).
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// One endpoint as written in configuration or cluster metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSpec {
+    /// `ip:port`, as Envoy knows the host.
+    pub address: String,
+    /// Reported in logs and scenario results; defaults to the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
+    /// `region/zone/subzone`, as Istio writes a locality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Route-header mode: the backend (Envoy cluster or Kubernetes Service)
+    /// that reaches this endpoint's locality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+}
+
+/// A validated endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub address: String,
+    pub labels: Labels,
+    pub weight: u32,
+    pub backend: Option<String>,
+}
+
+impl Endpoint {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InventoryError {
+    #[error("the inventory is empty")]
+    Empty,
+    #[error("{0} endpoints, more than the {MAX_ENDPOINTS} accepted")]
+    TooMany(usize),
+    #[error("endpoints[{index}].address = {value:?}: not an ip:port")]
+    BadAddress { index: usize, value: String },
+    #[error("endpoints[{index}].address = {value:?}: listed twice")]
+    Duplicate { index: usize, value: String },
+    #[error("endpoints[{index}].weight = {value}: must be 1..={MAX_WEIGHT}")]
+    BadWeight { index: usize, value: u32 },
+    #[error("endpoints[{index}].locality = {value:?}: more than region/zone/subzone")]
+    BadLocality { index: usize, value: String },
+    #[error("endpoints[{index}]: {message}")]
+    BadEntry { index: usize, message: String },
+    #[error("metadata namespace {0:?} is missing")]
+    MissingNamespace(String),
+    #[error("metadata: {0}")]
+    Decode(String),
+}
+
+/// The endpoints, in the order they were given (the order Envoy would see
+/// them in its host set, which round robin follows).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    endpoints: Vec<Endpoint>,
+}
+
+impl Inventory {
+    /// Validates every entry; one bad entry refuses the whole inventory, so a
+    /// half-written update never replaces a good one.
+    pub fn from_specs(specs: &[EndpointSpec]) -> Result<Inventory, InventoryError> {
+        if specs.is_empty() {
+            return Err(InventoryError::Empty);
+        }
+        if specs.len() > MAX_ENDPOINTS {
+            return Err(InventoryError::TooMany(specs.len()));
+        }
+        let mut seen = HashSet::with_capacity(specs.len());
+        let mut endpoints = Vec::with_capacity(specs.len());
+        for (index, spec) in specs.iter().enumerate() {
+            let endpoint = validate(index, spec)?;
+            if !seen.insert(endpoint.address.clone()) {
+                return Err(InventoryError::Duplicate {
+                    index,
+                    value: spec.address.clone(),
+                });
+            }
+            endpoints.push(endpoint);
+        }
+        Ok(Inventory { endpoints })
+    }
+
+    /// Parses the JSON form: `{"endpoints": [...]}` or a bare array.
+    pub fn from_json(value: &serde_json::Value) -> Result<Inventory, InventoryError> {
+        let list = match value {
+            serde_json::Value::Array(_) => value,
+            serde_json::Value::Object(map) => map
+                .get("endpoints")
+                .ok_or_else(|| InventoryError::Decode("no `endpoints` list".into()))?,
+            _ => return Err(InventoryError::Decode("expected an object or a list".into())),
+        };
+        let items = list
+            .as_array()
+            .ok_or_else(|| InventoryError::Decode("`endpoints` is not a list".into()))?;
+        let mut specs = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let spec = EndpointSpec::deserialize(item).map_err(|e| InventoryError::BadEntry {
+                index,
+                message: e.to_string(),
+            })?;
+            specs.push(spec);
+        }
+        Inventory::from_specs(&specs)
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Endpoint> {
+        self.endpoints.get(index)
+    }
+
+    pub fn index_of(&self, address: &str) -> Option<usize> {
+        self.endpoints.iter().position(|e| e.address == address)
+    }
+
+    /// Back to the written form (used by the harness and the runner to
+    /// publish an inventory as cluster metadata).
+    pub fn to_specs(&self) -> Vec<EndpointSpec> {
+        self.endpoints
+            .iter()
+            .map(|e| EndpointSpec {
+                address: e.address.clone(),
+                name: Some(e.name.clone()),
+                labels: e.labels.clone(),
+                locality: None,
+                weight: Some(e.weight),
+                backend: e.backend.clone(),
+            })
+            .collect()
+    }
+}
+
+fn validate(index: usize, spec: &EndpointSpec) -> Result<Endpoint, InventoryError> {
+    let address = spec.address.trim();
+    let parsed: SocketAddr = address.parse().map_err(|_| InventoryError::BadAddress {
+        index,
+        value: spec.address.clone(),
+    })?;
+    if parsed.port() == 0 {
+        return Err(InventoryError::BadAddress {
+            index,
+            value: spec.address.clone(),
+        });
+    }
+    let weight = spec.weight.unwrap_or(1);
+    if weight == 0 || weight > MAX_WEIGHT {
+        return Err(InventoryError::BadWeight {
+            index,
+            value: weight,
+        });
+    }
+    let mut labels = spec.labels.clone();
+    if let Some(locality) = &spec.locality {
+        let parts: Vec<&str> = locality.split('/').collect();
+        if parts.len() > 3 {
+            return Err(InventoryError::BadLocality {
+                index,
+                value: locality.clone(),
+            });
+        }
+        for (label, value) in [LABEL_REGION, LABEL_ZONE, LABEL_SUBZONE].iter().zip(parts) {
+            if !value.is_empty() {
+                labels
+                    .entry((*label).to_string())
+                    .or_insert_with(|| value.to_string());
+            }
+        }
+    }
+    Ok(Endpoint {
+        name: spec.name.clone().unwrap_or_else(|| address.to_string()),
+        address: parsed.to_string(),
+        labels,
+        weight,
+        backend: spec.backend.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(address: &str) -> EndpointSpec {
+        EndpointSpec {
+            address: address.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepts_and_normalises() {
+        let inv = Inventory::from_specs(&[EndpointSpec {
+            address: "10.0.0.1:80".into(),
+            locality: Some("us-east-1/us-east-1a".into()),
+            ..Default::default()
+        }])
+        .unwrap();
+        let e = inv.get(0).unwrap();
+        assert_eq!(e.name, "10.0.0.1:80");
+        assert_eq!(e.weight, 1);
+        assert_eq!(e.label(LABEL_REGION), "us-east-1");
+        assert_eq!(e.label(LABEL_ZONE), "us-east-1a");
+        assert_eq!(e.label(LABEL_SUBZONE), "");
+    }
+
+    #[test]
+    fn explicit_labels_beat_locality() {
+        let mut s = spec("10.0.0.1:80");
+        s.labels.insert(LABEL_REGION.into(), "r-label".into());
+        s.locality = Some("r-loc/z".into());
+        let inv = Inventory::from_specs(&[s]).unwrap();
+        assert_eq!(inv.get(0).unwrap().label(LABEL_REGION), "r-label");
+    }
+
+    #[test]
+    fn refuses_bad_entries_naming_them() {
+        assert_eq!(Inventory::from_specs(&[]), Err(InventoryError::Empty));
+        assert!(matches!(
+            Inventory::from_specs(&[spec("10.0.0.1:80"), spec("nope")]),
+            Err(InventoryError::BadAddress { index: 1, .. })
+        ));
+        assert!(matches!(
+            Inventory::from_specs(&[spec("10.0.0.1:80"), spec("10.0.0.1:80")]),
+            Err(InventoryError::Duplicate { index: 1, .. })
+        ));
+        let mut zero = spec("10.0.0.1:80");
+        zero.weight = Some(0);
+        assert!(matches!(
+            Inventory::from_specs(&[zero]),
+            Err(InventoryError::BadWeight { index: 0, value: 0 })
+        ));
+        let mut huge = spec("10.0.0.1:80");
+        huge.weight = Some(u32::MAX);
+        assert!(matches!(
+            Inventory::from_specs(&[huge]),
+            Err(InventoryError::BadWeight { .. })
+        ));
+        assert!(matches!(
+            Inventory::from_specs(&[spec("10.0.0.1:0")]),
+            Err(InventoryError::BadAddress { .. })
+        ));
+        let mut deep = spec("10.0.0.1:80");
+        deep.locality = Some("a/b/c/d".into());
+        assert!(matches!(
+            Inventory::from_specs(&[deep]),
+            Err(InventoryError::BadLocality { .. })
+        ));
+    }
+
+    #[test]
+    fn json_forms() {
+        let v = serde_json::json!({"endpoints": [{"address": "[::1]:8080", "weight": 3}]});
+        let inv = Inventory::from_json(&v).unwrap();
+        assert_eq!(inv.get(0).unwrap().address, "[::1]:8080");
+        assert_eq!(inv.get(0).unwrap().weight, 3);
+        let bad = serde_json::json!({"endpoints": [{"address": 5}]});
+        assert!(matches!(
+            Inventory::from_json(&bad),
+            Err(InventoryError::BadEntry { index: 0, .. })
+        ));
+        assert!(Inventory::from_json(&serde_json::json!("x")).is_err());
+    }
+}
