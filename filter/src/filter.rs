@@ -40,6 +40,8 @@ struct ClusterState {
     engine: Engine,
     /// Hash of the metadata bytes the inventory was decoded from.
     metadata_hash: Option<u64>,
+    /// The inventory's `revision` leaf as last read, when the control plane sets one.
+    revision: Option<Vec<u8>>,
     checked_at: u64,
     /// When the cached ejection table says the next sweep is due.
     next_sweep: u64,
@@ -124,6 +126,7 @@ impl FilterRoot {
                         ClusterState {
                             engine,
                             metadata_hash: None,
+                            revision: None,
                             checked_at: 0,
                             next_sweep: 0,
                         },
@@ -309,11 +312,24 @@ impl FilterRoot {
             }
         };
         let now = host.now_nanos();
-        let due = self
-            .clusters
-            .get(&cluster)
-            .is_none_or(|s| now.saturating_sub(s.checked_at) >= crate::outlier::nanos(INVENTORY_CHECK));
+        // A control plane that versions the inventory (`revision`) is
+        // noticed on the next request; otherwise the metadata is compared
+        // once per INVENTORY_CHECK.
+        let revision = host
+            .property(&["xds", "cluster_metadata", "filter_metadata", &namespace, "revision"])
+            .ok()
+            .flatten();
+        let due = match self.clusters.get(&cluster) {
+            None => true,
+            Some(s) => match &revision {
+                Some(r) => s.revision.as_ref() != Some(r),
+                None => now.saturating_sub(s.checked_at) >= crate::outlier::nanos(INVENTORY_CHECK),
+            },
+        };
         if due {
+            if let Some(state) = self.clusters.get_mut(&cluster) {
+                state.revision.clone_from(&revision);
+            }
             self.load_metadata(host, &cluster, &namespace, now);
         }
         if self.clusters.contains_key(&cluster) {
@@ -369,6 +385,7 @@ impl FilterRoot {
                     ClusterState {
                         engine,
                         metadata_hash: Some(hash),
+                        revision: None,
                         checked_at: now,
                         next_sweep: 0,
                     },

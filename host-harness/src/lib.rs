@@ -1,3 +1,11 @@
-//! Host harness library: simulated Envoy host and real-Envoy building blocks.
+//! Host harness library: a simulated Envoy host that drives the filter's
+//! own code ([`sim`]), the scenario format and runner ([`scenario`],
+//! [`runner`], [`modes`]), and the real-Envoy building blocks ([`envoy`]).
 
 pub mod envoy;
+pub mod modes;
+pub mod real;
+pub mod runner;
+pub mod scenario;
+pub mod sim;
+pub mod sim_player;

@@ -1,0 +1,86 @@
+//! The three ways of playing a scenario, behind one entry point.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use locality_failover::config::Settings;
+use locality_failover::inventory::{EndpointSpec, Inventory};
+use locality_failover::ranking::rank;
+
+use crate::runner::{self, Mismatch, StepResult};
+use crate::scenario::{plugin_config_for, Scenario};
+use crate::sim_player::SimPlayer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The filter's code on the simulated host.
+    #[default]
+    Sim,
+    /// The compiled `.wasm` in a real Envoy.
+    Envoy,
+    /// Envoy's own load balancer and outlier detector, no filter.
+    Native,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sim" => Ok(Mode::Sim),
+            "envoy" => Ok(Mode::Envoy),
+            "native" => Ok(Mode::Native),
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub mode: Mode,
+    /// Factor applied to every duration in real-time modes.
+    pub time_scale: Option<f64>,
+    /// The filter to load in `envoy` mode.
+    pub wasm: Option<PathBuf>,
+    /// Overrides the scenario's `workers`.
+    pub workers: Option<usize>,
+}
+
+pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
+    let mut scenario = scenario.clone();
+    if let Some(w) = options.workers {
+        scenario.workers = w;
+    }
+    match options.mode {
+        Mode::Sim => {
+            let mut player = SimPlayer::new(&scenario)?;
+            runner::play(&scenario, &mut player)
+        }
+        Mode::Envoy | Mode::Native => crate::real::play(&scenario, options),
+    }
+}
+
+/// Each endpoint's priority for the scenario's client, as the filter ranks
+/// it (and as the native mode programs Envoy's EDS priorities).
+pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>, String> {
+    let config = plugin_config_for(&scenario.config, &[], &std::collections::BTreeMap::new());
+    let settings = Settings::from_bytes(config.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    let specs: Vec<EndpointSpec> = scenario
+        .endpoints
+        .iter()
+        .map(|e| EndpointSpec {
+            address: e.address.clone(),
+            name: Some(e.name.clone()),
+            labels: e.labels.clone(),
+            weight: Some(e.weight),
+            ..Default::default()
+        })
+        .collect();
+    let inventory = Inventory::from_specs(&specs).map_err(|e| e.to_string())?;
+    let ranking = rank(&settings.policy.ranking, &scenario.client_labels, &inventory);
+    Ok(scenario
+        .endpoints
+        .iter()
+        .zip(&ranking.priority)
+        .filter_map(|(e, p)| p.map(|p| (e.name.clone(), p)))
+        .collect())
+}

@@ -1,0 +1,111 @@
+//! Plays a scenario step by step against a [`Player`] (the simulated host,
+//! a real Envoy with the filter, or Envoy's own load balancer) and checks
+//! the expectations. Output: one JSON line per step.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::scenario::{EndpointState, Scenario, Step};
+
+/// One mode of playing scenarios.
+pub trait Player {
+    /// Applies a step's `set` (endpoint behaviour and inventory changes).
+    fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String>;
+    /// Lets `by` pass (scaled by the mode if it runs in real time).
+    fn advance(&mut self, by: Duration);
+    /// Sends one request; returns the endpoint names of every attempt and
+    /// whether the client got a 5xx.
+    fn request(&mut self) -> Result<(Vec<String>, bool), String>;
+    /// Names of the endpoints ejected now.
+    fn ejected(&mut self) -> Vec<String>;
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepResult {
+    pub scenario: String,
+    pub step: String,
+    pub requests: u32,
+    pub by_endpoint: BTreeMap<String, u64>,
+    pub client_errors: u64,
+    pub ejected: Vec<String>,
+}
+
+/// A step whose expectation did not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub step: String,
+    pub message: String,
+}
+
+/// Plays every step; returns the results and the mismatches.
+pub fn play(scenario: &Scenario, player: &mut dyn Player) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
+    let mut results = Vec::new();
+    let mut mismatches = Vec::new();
+    for step in &scenario.steps {
+        let result = play_step(scenario, step, player)?;
+        if let Some(m) = check(scenario, step, &result) {
+            mismatches.push(m);
+        }
+        results.push(result);
+    }
+    Ok((results, mismatches))
+}
+
+fn play_step(scenario: &Scenario, step: &Step, player: &mut dyn Player) -> Result<StepResult, String> {
+    if !step.set.is_empty() {
+        player.apply(&step.set)?;
+    }
+    if !step.advance.is_zero() {
+        player.advance(step.advance);
+    }
+    let mut by_endpoint: BTreeMap<String, u64> = BTreeMap::new();
+    let mut client_errors = 0;
+    for _ in 0..step.requests {
+        let (attempts, error) = player.request()?;
+        for name in attempts {
+            *by_endpoint.entry(name).or_default() += 1;
+        }
+        if error {
+            client_errors += 1;
+        }
+    }
+    Ok(StepResult {
+        scenario: scenario.name.clone(),
+        step: step.name.clone(),
+        requests: step.requests,
+        by_endpoint,
+        client_errors,
+        ejected: player.ejected(),
+    })
+}
+
+/// Compares a step's result with its `expect`: every endpoint within
+/// `tolerance` of its count (unnamed endpoints expect 0), client errors exact.
+pub fn check(scenario: &Scenario, step: &Step, result: &StepResult) -> Option<Mismatch> {
+    let expect = step.expect.as_ref()?;
+    let mut problems = Vec::new();
+    for e in &scenario.endpoints {
+        let want = expect.by_endpoint.get(&e.name).copied().unwrap_or(0);
+        let got = result.by_endpoint.get(&e.name).copied().unwrap_or(0);
+        if want.abs_diff(got) > expect.tolerance {
+            problems.push(format!("{}: expected {want}, got {got}", e.name));
+        }
+    }
+    for (name, got) in &result.by_endpoint {
+        if scenario.endpoint(name).is_none() {
+            problems.push(format!("{name}: not a scenario endpoint, got {got}"));
+        }
+    }
+    if let Some(want) = expect.client_errors {
+        if want != result.client_errors {
+            problems.push(format!("client_errors: expected {want}, got {}", result.client_errors));
+        }
+    }
+    (!problems.is_empty()).then(|| Mismatch {
+        step: step.name.clone(),
+        message: problems.join("; "),
+    })
+}

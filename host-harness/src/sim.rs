@@ -1,0 +1,579 @@
+//! A simulated Envoy host that runs the filter's real root and request
+//! code natively: properties, request headers, process-wide shared data
+//! with CAS, a clock, ticks, metrics and logs, for N worker VMs, plus
+//! the part of Envoy's router the filter relies on (steering header,
+//! retries, local replies, the properties it reads in `on_log`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use locality_failover::feedback::flags;
+use locality_failover::filter::{FilterRoot, RequestState};
+use locality_failover::host::{Host, HostError, LogLevel, MetricKind};
+
+/// Start of the simulated clock (ns since the epoch).
+pub const EPOCH_NANOS: u64 = 1_700_000_000_000_000_000;
+
+/// Process-wide state of the simulated Envoy, shared by every worker VM.
+#[derive(Debug, Default)]
+pub struct SharedState {
+    data: HashMap<String, (Vec<u8>, u32)>,
+    next_cas: u32,
+    metric_names: Vec<String>,
+    metric_values: Vec<i64>,
+    pub logs: Vec<(LogLevel, String)>,
+    /// Host-call counters, for tests and benchmarks.
+    pub calls: CallCounts,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CallCounts {
+    pub shared_reads: u64,
+    pub shared_writes: u64,
+    pub cas_mismatches: u64,
+    pub property_reads: u64,
+    pub header_writes: u64,
+}
+
+impl SharedState {
+    pub fn metric(&self, name: &str) -> i64 {
+        self.metric_names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.metric_values.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn metrics(&self) -> BTreeMap<String, i64> {
+        self.metric_names
+            .iter()
+            .cloned()
+            .zip(self.metric_values.iter().copied())
+            .collect()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.data.get(key).map(|(v, _)| v.as_slice())
+    }
+
+    /// Writes a key as another process would (for fault tests).
+    pub fn put(&mut self, key: &str, value: &[u8]) {
+        self.next_cas = self.next_cas.wrapping_add(1).max(1);
+        self.data.insert(key.to_string(), (value.to_vec(), self.next_cas));
+    }
+}
+
+pub type Shared = Arc<Mutex<SharedState>>;
+
+pub fn lock(shared: &Shared) -> MutexGuard<'_, SharedState> {
+    // A poisoned lock only means another test thread panicked; the data is
+    // still what it was.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Host calls a test can make fail.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    pub fail_properties: bool,
+    pub fail_shared_data: bool,
+    pub fail_headers: bool,
+}
+
+/// The [`Host`] seen by one callback of one worker.
+pub struct SimHost<'a> {
+    shared: &'a Shared,
+    now: u64,
+    properties: &'a BTreeMap<String, Vec<u8>>,
+    response: BTreeMap<String, Vec<u8>>,
+    config: &'a [u8],
+    faults: &'a Faults,
+    pub headers: BTreeMap<String, String>,
+    pub local_reply: Option<(u32, String)>,
+    pub tick_period: Option<Duration>,
+}
+
+/// Property key: path segments joined with NUL, as the ABI serialises them.
+pub fn prop_key(path: &[&str]) -> String {
+    path.join("\0")
+}
+
+impl<'a> SimHost<'a> {
+    pub fn new(
+        shared: &'a Shared,
+        now: u64,
+        properties: &'a BTreeMap<String, Vec<u8>>,
+        config: &'a [u8],
+        faults: &'a Faults,
+    ) -> Self {
+        SimHost {
+            shared,
+            now,
+            properties,
+            response: BTreeMap::new(),
+            config,
+            faults,
+            headers: BTreeMap::new(),
+            local_reply: None,
+            tick_period: None,
+        }
+    }
+
+    pub fn set_response_property(&mut self, path: &[&str], value: Vec<u8>) {
+        self.response.insert(prop_key(path), value);
+    }
+}
+
+fn fault(call: &'static str) -> HostError {
+    HostError::Call {
+        call,
+        status: "injected fault".into(),
+    }
+}
+
+impl Host for SimHost<'_> {
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        lock(self.shared).calls.property_reads += 1;
+        if self.faults.fail_properties {
+            return Err(fault("get_property"));
+        }
+        let key = prop_key(path);
+        Ok(self
+            .response
+            .get(&key)
+            .or_else(|| self.properties.get(&key))
+            .cloned())
+    }
+
+    fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
+        if self.faults.fail_headers {
+            return Err(fault("get_header_map_value"));
+        }
+        Ok(self.headers.get(&name.to_ascii_lowercase()).cloned())
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        if self.faults.fail_headers {
+            return Err(fault("replace_header_map_value"));
+        }
+        lock(self.shared).calls.header_writes += 1;
+        let name = name.to_ascii_lowercase();
+        match value {
+            Some(v) => self.headers.insert(name, v.to_string()),
+            None => self.headers.remove(&name),
+        };
+        Ok(())
+    }
+
+    fn send_local_reply(&mut self, status: u32, body: &str) -> Result<(), HostError> {
+        self.local_reply = Some((status, body.to_string()));
+        Ok(())
+    }
+
+    fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        if self.faults.fail_shared_data {
+            return Err(fault("get_shared_data"));
+        }
+        let mut s = lock(self.shared);
+        s.calls.shared_reads += 1;
+        Ok(match s.data.get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+
+    /// Envoy's `SharedData::set`: a CAS that does not match the stored one
+    /// fails; a missing key is created whatever the CAS.
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        if self.faults.fail_shared_data {
+            return Err(fault("set_shared_data"));
+        }
+        let mut s = lock(self.shared);
+        if let (Some(c), Some((_, current))) = (cas, s.data.get(key)) {
+            if c != *current {
+                s.calls.cas_mismatches += 1;
+                return Err(HostError::CasMismatch);
+            }
+        }
+        s.calls.shared_writes += 1;
+        s.next_cas = s.next_cas.wrapping_add(1).max(1);
+        let next = s.next_cas;
+        s.data.insert(key.to_string(), (value.to_vec(), next));
+        Ok(())
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.now
+    }
+
+    fn set_tick_period(&mut self, period: Duration) -> Result<(), HostError> {
+        self.tick_period = Some(period);
+        Ok(())
+    }
+
+    fn define_metric(&mut self, _kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        let mut s = lock(self.shared);
+        if let Some(i) = s.metric_names.iter().position(|n| n == name) {
+            return Ok(i as u32);
+        }
+        s.metric_names.push(name.to_string());
+        s.metric_values.push(0);
+        Ok((s.metric_names.len() - 1) as u32)
+    }
+
+    fn increment_metric(&mut self, id: u32, by: i64) -> Result<(), HostError> {
+        let mut s = lock(self.shared);
+        match s.metric_values.get_mut(id as usize) {
+            Some(v) => {
+                *v += by;
+                Ok(())
+            }
+            None => Err(fault("increment_metric")),
+        }
+    }
+
+    fn record_metric(&mut self, id: u32, value: u64) -> Result<(), HostError> {
+        let mut s = lock(self.shared);
+        match s.metric_values.get_mut(id as usize) {
+            Some(v) => {
+                *v = i64::try_from(value).unwrap_or(i64::MAX);
+                Ok(())
+            }
+            None => Err(fault("record_metric")),
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        lock(self.shared).logs.push((level, message.to_string()));
+    }
+
+    fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(Some(self.config.to_vec()))
+    }
+}
+
+/// How an upstream endpoint answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    Healthy,
+    Refused,
+    Http(u16),
+}
+
+/// How the simulated router reads the filter's steering header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterSteering {
+    /// `override_host` with a header source: `ip:port,ip:port`, each retry the next entry.
+    OverrideHost { header: String, prefix: String },
+    /// `ORIGINAL_DST` with `use_http_header`: every attempt to the one address.
+    OriginalDst { header: String, prefix: String },
+    /// Route `cluster_header`: the value names a backend.
+    RouteHeader { header: String, backends: BTreeMap<String, Vec<String>> },
+}
+
+/// The router's retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub retry_on: Vec<String>,
+}
+
+impl RetryPolicy {
+    fn retries(&self, attempt: &AttemptResult) -> bool {
+        self.retry_on.iter().any(|c| match (c.as_str(), attempt) {
+            (_, AttemptResult::Answered(code)) if *code < 500 => false,
+            ("5xx", _) => true,
+            ("gateway-error", AttemptResult::Answered(code)) => (502..=504).contains(code),
+            ("gateway-error" | "connect-failure" | "reset" | "refused-stream", AttemptResult::ConnectFailed) => true,
+            _ => false,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptResult {
+    Answered(u16),
+    ConnectFailed,
+}
+
+/// What one request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestOutcome {
+    /// Addresses tried, in order.
+    pub attempts: Vec<String>,
+    /// Status the client got.
+    pub status: u32,
+    /// The steering header value the filter wrote, if any.
+    pub steering: Option<String>,
+    pub worker: usize,
+}
+
+struct Worker {
+    root: FilterRoot,
+    tick_period: Option<Duration>,
+    next_tick: u64,
+}
+
+/// N worker VMs of one Envoy with one upstream cluster.
+pub struct SimEnvoy {
+    pub shared: Shared,
+    workers: Vec<Worker>,
+    properties: BTreeMap<String, Vec<u8>>,
+    config: Vec<u8>,
+    now: u64,
+    next_worker: usize,
+    fallback_rr: usize,
+    /// Behaviour of each upstream address.
+    pub upstreams: BTreeMap<String, Behavior>,
+    /// Addresses Envoy's cluster knows (its host set).
+    pub cluster_hosts: Vec<String>,
+    pub steering: RouterSteering,
+    pub retry: Option<RetryPolicy>,
+    pub faults: Faults,
+    /// Clock advance per request.
+    pub request_spacing: Duration,
+}
+
+impl SimEnvoy {
+    /// `node_labels` become `xds.node.metadata.LABELS.*` and the node locality.
+    pub fn new(workers: usize, node_labels: &BTreeMap<String, String>, config: Vec<u8>, seed: u64, steering: RouterSteering) -> SimEnvoy {
+        let mut properties = BTreeMap::new();
+        for (k, v) in node_labels {
+            properties.insert(prop_key(&["xds", "node", "metadata", "LABELS", k]), v.as_bytes().to_vec());
+        }
+        for (label, leaf) in [
+            ("topology.kubernetes.io/region", "region"),
+            ("topology.kubernetes.io/zone", "zone"),
+            ("topology.istio.io/subzone", "sub_zone"),
+        ] {
+            if let Some(v) = node_labels.get(label) {
+                properties.insert(prop_key(&["xds", "node", "locality", leaf]), v.as_bytes().to_vec());
+            }
+        }
+        SimEnvoy {
+            shared: Arc::new(Mutex::new(SharedState::default())),
+            workers: (0..workers.max(1))
+                .map(|i| Worker {
+                    root: FilterRoot::new(seed.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64)),
+                    tick_period: None,
+                    next_tick: 0,
+                })
+                .collect(),
+            properties,
+            config,
+            now: EPOCH_NANOS,
+            next_worker: 0,
+            fallback_rr: 0,
+            upstreams: BTreeMap::new(),
+            cluster_hosts: Vec::new(),
+            steering,
+            retry: None,
+            faults: Faults::default(),
+            request_spacing: Duration::from_millis(1),
+        }
+    }
+
+    /// Publishes the cluster (name and metadata bytes), as a CDS update would.
+    pub fn set_cluster(&mut self, name: &str, metadata: Vec<u8>, hosts: Vec<String>) {
+        self.properties.insert(prop_key(&["xds", "cluster_name"]), name.as_bytes().to_vec());
+        self.properties.insert(prop_key(&["xds", "cluster_metadata"]), metadata);
+        self.cluster_hosts = hosts;
+    }
+
+    pub fn set_property(&mut self, path: &[&str], value: Option<Vec<u8>>) {
+        match value {
+            Some(v) => self.properties.insert(prop_key(path), v),
+            None => self.properties.remove(&prop_key(path)),
+        };
+    }
+
+    pub fn set_config(&mut self, config: Vec<u8>) {
+        self.config = config;
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn root(&self, worker: usize) -> Option<&FilterRoot> {
+        self.workers.get(worker).map(|w| &w.root)
+    }
+
+    /// `on_configure` on every worker VM; true if all accepted.
+    pub fn configure(&mut self) -> bool {
+        let mut ok = true;
+        for w in &mut self.workers {
+            let mut host = SimHost::new(&self.shared, self.now, &self.properties, &self.config, &self.faults);
+            ok &= w.root.on_configure(&mut host);
+            w.tick_period = host.tick_period;
+            w.next_tick = self.now + nanos(host.tick_period.unwrap_or(Duration::from_secs(1)));
+        }
+        ok
+    }
+
+    /// Moves the clock, firing each worker's ticks at their periods.
+    pub fn advance(&mut self, by: Duration) {
+        let target = self.now.saturating_add(nanos(by));
+        loop {
+            let next = self
+                .workers
+                .iter()
+                .filter(|w| w.tick_period.is_some())
+                .map(|w| w.next_tick)
+                .min();
+            match next {
+                Some(t) if t <= target => {
+                    self.now = t.max(self.now);
+                    for w in &mut self.workers {
+                        if let Some(period) = w.tick_period {
+                            if w.next_tick <= self.now {
+                                let mut host = SimHost::new(&self.shared, self.now, &self.properties, &self.config, &self.faults);
+                                w.root.on_tick(&mut host);
+                                w.next_tick = self.now + nanos(period).max(1);
+                            }
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = target;
+    }
+
+    /// One client request through the filter and the router.
+    pub fn request(&mut self, client_headers: &[(&str, &str)]) -> RequestOutcome {
+        let spacing = self.request_spacing;
+        self.advance(spacing);
+        let worker = self.next_worker % self.workers.len();
+        self.next_worker = self.next_worker.wrapping_add(1);
+        let (state, headers, local) = {
+            let Some(w) = self.workers.get_mut(worker) else {
+                return RequestOutcome { attempts: vec![], status: 500, steering: None, worker };
+            };
+            let mut host = SimHost::new(&self.shared, self.now, &self.properties, &self.config, &self.faults);
+            for (k, v) in client_headers {
+                host.headers.insert(k.to_ascii_lowercase(), v.to_string());
+            }
+            let state = w.root.on_request_headers(&mut host);
+            (state, host.headers, host.local_reply)
+        };
+        let header_name = match &self.steering {
+            RouterSteering::OverrideHost { header, .. }
+            | RouterSteering::OriginalDst { header, .. }
+            | RouterSteering::RouteHeader { header, .. } => header.clone(),
+        };
+        let steering = headers.get(&header_name).cloned();
+        let (attempts, status, flags_value, last) = match local {
+            Some((code, _)) => (vec![], code, flags::NO_HEALTHY_UPSTREAM, None),
+            None => self.route(steering.as_deref()),
+        };
+        if let Some(state) = state {
+            self.finish(worker, &state, status, flags_value, last.as_deref(), attempts.len());
+        }
+        RequestOutcome {
+            attempts,
+            status,
+            steering,
+            worker,
+        }
+    }
+
+    /// The router: resolves the steering header to hosts and plays attempts.
+    fn route(&mut self, steering: Option<&str>) -> (Vec<String>, u32, u64, Option<String>) {
+        let max_attempts = 1 + self.retry.as_ref().map_or(0, |r| r.attempts) as usize;
+        let mut attempts = Vec::new();
+        let mut entries: Vec<String> = Vec::new();
+        let mut same_address = false;
+        match (&self.steering, steering) {
+            (RouterSteering::OverrideHost { prefix, .. }, Some(v)) => {
+                entries = v
+                    .split(',')
+                    .map(|e| e.trim())
+                    .map(|e| e.strip_prefix(prefix.as_str()).unwrap_or(e).to_string())
+                    .filter(|e| self.cluster_hosts.contains(e))
+                    .collect();
+            }
+            (RouterSteering::OriginalDst { prefix, .. }, Some(v)) => {
+                entries = vec![v.strip_prefix(prefix.as_str()).unwrap_or(v).to_string()];
+                same_address = true;
+            }
+            (RouterSteering::RouteHeader { backends, .. }, Some(v)) => {
+                entries = backends.get(v).cloned().unwrap_or_default();
+            }
+            _ => {}
+        }
+        let mut last = None;
+        let mut result = AttemptResult::ConnectFailed;
+        for i in 0..max_attempts {
+            let address = if same_address {
+                entries.first().cloned()
+            } else {
+                entries.get(i).cloned()
+            };
+            let address = match address.or_else(|| self.fallback()) {
+                Some(a) => a,
+                None => return (attempts, 503, flags::NO_HEALTHY_UPSTREAM, None),
+            };
+            attempts.push(address.clone());
+            result = match self.upstreams.get(&address).copied().unwrap_or(Behavior::Refused) {
+                Behavior::Healthy => AttemptResult::Answered(200),
+                Behavior::Http(code) => AttemptResult::Answered(code),
+                Behavior::Refused => AttemptResult::ConnectFailed,
+            };
+            last = Some(address);
+            let retry = self.retry.as_ref().is_some_and(|r| r.retries(&result));
+            if !retry || i + 1 == max_attempts {
+                break;
+            }
+        }
+        let retried_out = self.retry.is_some() && attempts.len() == max_attempts && self.retry.as_ref().is_some_and(|r| r.retries(&result));
+        let exhausted = if retried_out { flags::UPSTREAM_RETRY_LIMIT_EXCEEDED } else { 0 };
+        match result {
+            AttemptResult::Answered(code) => (attempts, u32::from(code), exhausted, last),
+            AttemptResult::ConnectFailed => (attempts, 503, flags::UPSTREAM_CONNECTION_FAILURE | exhausted, last),
+        }
+    }
+
+    /// Envoy's fallback (or plain) load balancer: round robin over the cluster.
+    fn fallback(&mut self) -> Option<String> {
+        if self.cluster_hosts.is_empty() {
+            return None;
+        }
+        let h = self.cluster_hosts.get(self.fallback_rr % self.cluster_hosts.len()).cloned();
+        self.fallback_rr = self.fallback_rr.wrapping_add(1);
+        h
+    }
+
+    fn finish(&mut self, worker: usize, state: &RequestState, status: u32, flags_value: u64, last: Option<&str>, attempts: usize) {
+        let Some(w) = self.workers.get_mut(worker) else { return };
+        let mut host = SimHost::new(&self.shared, self.now, &self.properties, &self.config, &self.faults);
+        host.set_response_property(&["response", "code"], i64::from(status).to_le_bytes().to_vec());
+        host.set_response_property(&["response", "flags"], flags_value.to_le_bytes().to_vec());
+        if let Some(a) = last {
+            let prefix = match &self.steering {
+                RouterSteering::OverrideHost { prefix, .. } | RouterSteering::OriginalDst { prefix, .. } => prefix.as_str(),
+                RouterSteering::RouteHeader { .. } => "",
+            };
+            host.set_response_property(&["upstream", "address"], format!("{prefix}{a}").into_bytes());
+        }
+        host.set_response_property(&["upstream", "request_attempt_count"], (attempts as u64).to_le_bytes().to_vec());
+        w.root.on_log(&mut host, state);
+    }
+
+    /// Ejected addresses as the shared table says now.
+    pub fn ejected(&self, prefix: &str, cluster: &str) -> Vec<String> {
+        let s = lock(&self.shared);
+        let Some(bytes) = s.get(&format!("{prefix}/{cluster}/table")) else { return vec![] };
+        let table = locality_failover::shared::decode_table(bytes);
+        table.hosts.iter().filter(|(_, h)| h.ejected).map(|(a, _)| a.clone()).collect()
+    }
+}
+
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,185 @@
+//! `--mode sim`: a scenario played on the simulated host. The inventory is
+//! published as cluster metadata (the path a real control plane uses), the
+//! client's labels as the node's, so the filter learns both as it would in
+//! Envoy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use locality_failover::config::{InventorySource, Settings, SteeringMode};
+use locality_failover::metadata::metadata_for;
+
+use crate::runner::Player;
+use crate::scenario::{plugin_config_for, EndpointState, Scenario};
+use crate::sim::{Behavior, RetryPolicy, RouterSteering, SimEnvoy};
+
+/// Cluster name the simulated router routes to.
+pub const CLUSTER: &str = "outbound|8000||in-ambient.httpbin.mesh.internal";
+
+pub struct SimPlayer {
+    scenario: Scenario,
+    pub envoy: SimEnvoy,
+    settings: Settings,
+    present: BTreeSet<String>,
+    revision: u64,
+}
+
+impl SimPlayer {
+    pub fn new(scenario: &Scenario) -> Result<SimPlayer, String> {
+        let config = plugin_config_for(&scenario.config, &[], &BTreeMap::new());
+        let bytes = config.to_string().into_bytes();
+        let settings = Settings::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let steering = match settings.steering.mode {
+            SteeringMode::OverrideHost => RouterSteering::OverrideHost {
+                header: settings.steering.header.clone(),
+                prefix: settings.steering.address_prefix.clone(),
+            },
+            SteeringMode::OriginalDst => RouterSteering::OriginalDst {
+                header: settings.steering.header.clone(),
+                prefix: settings.steering.address_prefix.clone(),
+            },
+            SteeringMode::RouteHeader => RouterSteering::RouteHeader {
+                header: settings.steering.header.clone(),
+                backends: scenario
+                    .endpoints
+                    .iter()
+                    .map(|e| (e.name.clone(), vec![e.address.clone()]))
+                    .collect(),
+            },
+        };
+        let mut envoy = SimEnvoy::new(scenario.workers, &scenario.client_labels, bytes, scenario.seed, steering);
+        envoy.retry = scenario.retries.as_ref().map(|r| RetryPolicy {
+            attempts: r.attempts,
+            retry_on: r.retry_on.clone(),
+        });
+        for e in &scenario.endpoints {
+            envoy.upstreams.insert(e.address.clone(), Behavior::Healthy);
+        }
+        let mut player = SimPlayer {
+            scenario: scenario.clone(),
+            envoy,
+            settings,
+            present: scenario.endpoints.iter().map(|e| e.name.clone()).collect(),
+            revision: 0,
+        };
+        player.publish();
+        if !player.envoy.configure() {
+            return Err("the filter refused the configuration".into());
+        }
+        Ok(player)
+    }
+
+    /// The inventory as the control plane would publish it now.
+    pub fn inventory_json(scenario: &Scenario, present: &BTreeSet<String>, revision: u64) -> serde_json::Value {
+        let endpoints: Vec<serde_json::Value> = scenario
+            .endpoints
+            .iter()
+            .filter(|e| present.contains(&e.name))
+            .map(|e| {
+                serde_json::json!({
+                    "address": e.address,
+                    "name": e.name,
+                    "labels": e.labels,
+                    "weight": e.weight,
+                    "backend": e.name,
+                })
+            })
+            .collect();
+        serde_json::json!({"revision": revision.to_string(), "endpoints": endpoints})
+    }
+
+    fn namespace(&self) -> String {
+        match &self.settings.inventory {
+            InventorySource::ClusterMetadata { namespace } => namespace.clone(),
+            InventorySource::Config(_) => locality_failover::config::DEFAULT_METADATA_NAMESPACE.to_string(),
+        }
+    }
+
+    fn publish(&mut self) {
+        self.revision += 1;
+        let ns = self.namespace();
+        let inventory = Self::inventory_json(&self.scenario, &self.present, self.revision);
+        let hosts = self
+            .scenario
+            .endpoints
+            .iter()
+            .filter(|e| self.present.contains(&e.name))
+            .map(|e| e.address.clone())
+            .collect();
+        self.envoy.set_cluster(CLUSTER, metadata_for(&ns, &inventory), hosts);
+        self.envoy.set_property(
+            &["xds", "cluster_metadata", "filter_metadata", &ns, "revision"],
+            Some(self.revision.to_string().into_bytes()),
+        );
+    }
+
+    fn name_of(&self, address: &str) -> String {
+        self.scenario
+            .endpoints
+            .iter()
+            .find(|e| e.address == address)
+            .map(|e| e.name.clone())
+            .unwrap_or_else(|| address.to_string())
+    }
+}
+
+impl Player for SimPlayer {
+    fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String> {
+        let mut changed = false;
+        for (name, state) in set {
+            let address = self
+                .scenario
+                .endpoint(name)
+                .map(|e| e.address.clone())
+                .ok_or_else(|| format!("unknown endpoint {name}"))?;
+            match state {
+                EndpointState::Healthy => {
+                    self.envoy.upstreams.insert(address, Behavior::Healthy);
+                }
+                EndpointState::Refused => {
+                    self.envoy.upstreams.insert(address, Behavior::Refused);
+                }
+                EndpointState::Http(code) => {
+                    self.envoy.upstreams.insert(address, Behavior::Http(*code));
+                }
+                EndpointState::Removed => {
+                    changed |= self.present.remove(name);
+                }
+                EndpointState::Present => {
+                    self.envoy.upstreams.insert(address, Behavior::Healthy);
+                    changed |= self.present.insert(name.clone());
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.envoy.advance(by);
+    }
+
+    fn request(&mut self) -> Result<(Vec<String>, bool), String> {
+        let outcome = self.envoy.request(&[]);
+        let names = outcome.attempts.iter().map(|a| self.name_of(a)).collect();
+        Ok((names, outcome.status >= 500))
+    }
+
+    fn ejected(&mut self) -> Vec<String> {
+        let prefix = self.settings.shared_prefix.clone();
+        let cluster = match self.settings.inventory {
+            InventorySource::ClusterMetadata { .. } => CLUSTER,
+            InventorySource::Config(_) => locality_failover::filter::CONFIG_CLUSTER,
+        };
+        let mut names: Vec<String> = self
+            .envoy
+            .ejected(&prefix, cluster)
+            .iter()
+            .map(|a| self.name_of(a))
+            .collect();
+        names.sort();
+        names
+    }
+}
