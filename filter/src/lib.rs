@@ -22,5 +22,5 @@ pub mod ranking;
 pub mod rng;
 pub mod shared;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(test)))]
 mod wasm;

@@ -11,6 +11,9 @@ use crate::scenario::{EndpointState, Scenario, Step};
 
 /// One mode of playing scenarios.
 pub trait Player {
+    /// A step starts: its requests share one client connection, which Envoy
+    /// pins to one worker (the next step may land on another).
+    fn begin_step(&mut self, index: usize);
     /// Applies a step's `set` (endpoint behaviour and inventory changes).
     fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String>;
     /// Lets `by` pass (scaled by the mode if it runs in real time).
@@ -44,7 +47,8 @@ pub struct Mismatch {
 pub fn play(scenario: &Scenario, player: &mut dyn Player) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
     let mut results = Vec::new();
     let mut mismatches = Vec::new();
-    for step in &scenario.steps {
+    for (index, step) in scenario.steps.iter().enumerate() {
+        player.begin_step(index);
         let result = play_step(scenario, step, player)?;
         if let Some(m) = check(scenario, step, &result) {
             mismatches.push(m);

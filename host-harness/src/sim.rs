@@ -333,6 +333,9 @@ pub struct SimEnvoy {
     pub faults: Faults,
     /// Clock advance per request.
     pub request_spacing: Duration,
+    /// Worker that takes every request (one client connection); `None`
+    /// spreads requests over the workers in turn (one connection each).
+    pub pinned_worker: Option<usize>,
 }
 
 impl SimEnvoy {
@@ -371,6 +374,7 @@ impl SimEnvoy {
             retry: None,
             faults: Faults::default(),
             request_spacing: Duration::from_millis(1),
+            pinned_worker: None,
         }
     }
 
@@ -449,8 +453,13 @@ impl SimEnvoy {
     pub fn request(&mut self, client_headers: &[(&str, &str)]) -> RequestOutcome {
         let spacing = self.request_spacing;
         self.advance(spacing);
-        let worker = self.next_worker % self.workers.len();
-        self.next_worker = self.next_worker.wrapping_add(1);
+        let worker = match self.pinned_worker {
+            Some(w) => w % self.workers.len(),
+            None => {
+                self.next_worker = self.next_worker.wrapping_add(1);
+                (self.next_worker - 1) % self.workers.len()
+            }
+        };
         let (state, headers, local) = {
             let Some(w) = self.workers.get_mut(worker) else {
                 return RequestOutcome { attempts: vec![], status: 500, steering: None, worker };

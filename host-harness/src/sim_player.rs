@@ -124,6 +124,10 @@ impl SimPlayer {
 }
 
 impl Player for SimPlayer {
+    fn begin_step(&mut self, index: usize) {
+        self.envoy.pinned_worker = Some(index % self.envoy.workers());
+    }
+
     fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String> {
         let mut changed = false;
         for (name, state) in set {
