@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::config::{
-    InventorySource, OutlierConfig, PriorityLabel, RankingRule, Settings, SteeringMode,
+    InventorySource, DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_OVERRIDE_HEADER, DEFAULT_ROUTE_HEADER, OutlierConfig, PriorityLabel, RankingRule, Settings, SteeringMode,
     LABEL_CLUSTER, LABEL_HOSTNAME, LABEL_NETWORK, LABEL_REGION, LABEL_SUBZONE, LABEL_ZONE,
 };
 use crate::detector::{self, ClusterView};
@@ -210,28 +210,23 @@ impl FilterRoot {
     /// `on_http_request_headers`. Returns what the request must remember,
     /// or `None` when the filter leaves it alone (or answered it).
     pub fn on_request_headers(&mut self, host: &mut dyn Host) -> Option<RequestState> {
-        let Some(settings) = &self.settings else {
-            // Not configured (configuration refused): never let a client
-            // header steer; the request goes where Envoy's own LB sends it.
-            return None;
-        };
-        let header = settings.steering.header.clone();
-        // Never let a client choose the upstream: drop its value first.
-        match host.request_header(&header) {
-            Ok(Some(_)) => {
-                self.metrics.inc(host, Metric::ClientHeaderRemoved);
-                if let Err(e) = host.set_request_header(&header, None) {
-                    host.log(LogLevel::Error, &format!("locality-failover: cannot remove client {header}: {e}"));
-                    self.metrics.inc(host, Metric::HostErrors);
-                    let _ = host.send_local_reply(503, "steering header could not be removed");
-                    return None;
+        // Never let a client choose the upstream: drop any steering value it
+        // sent before anything else. Unconfigured (configuration refused),
+        // the default header names are dropped and the request is left to
+        // Envoy's own load balancer.
+        let header = match &self.settings {
+            Some(s) => s.steering.header.clone(),
+            None => {
+                for h in [DEFAULT_OVERRIDE_HEADER, DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_ROUTE_HEADER] {
+                    if !self.strip_client_header(host, h) {
+                        return None;
+                    }
                 }
+                return None;
             }
-            Ok(None) => {}
-            Err(e) => {
-                host.log(LogLevel::Warn, &format!("locality-failover: reading {header}: {e}"));
-                let _ = host.set_request_header(&header, None);
-            }
+        };
+        if !self.strip_client_header(host, &header) {
+            return None;
         }
         let cluster = self.cluster_for_request(host)?;
         let now = host.now_nanos();
@@ -290,6 +285,31 @@ impl FilterRoot {
             },
             priority: decision.pick.priority,
         })
+    }
+
+    /// Removes a client-sent steering header. When that cannot be done the
+    /// request is answered 503 here (fail closed) and `false` is returned.
+    fn strip_client_header(&mut self, host: &mut dyn Host, header: &str) -> bool {
+        let present = match host.request_header(header) {
+            Ok(v) => v.is_some(),
+            // Cannot tell: remove it anyway.
+            Err(_) => true,
+        };
+        if !present {
+            return true;
+        }
+        match host.set_request_header(header, None) {
+            Ok(()) => {
+                self.metrics.inc(host, Metric::ClientHeaderRemoved);
+                true
+            }
+            Err(e) => {
+                host.log(LogLevel::Error, &format!("locality-failover: cannot remove client {header}: {e}; answering 503"));
+                self.metrics.inc(host, Metric::HostErrors);
+                let _ = host.send_local_reply(503, "steering header could not be removed");
+                false
+            }
+        }
     }
 
     /// Which cluster this request is for, loading or refreshing its inventory.

@@ -556,11 +556,14 @@ impl EnvoyProcess {
         }
     }
 
-    /// Kills Envoy now (also done on drop).
+    /// Kills Envoy now (also done on drop), and removes the hot-restart
+    /// shared memory file a killed Envoy leaves behind
+    /// (`/dev/shm/envoy_shared_memory_<base_id * 10>`).
     pub fn stop(&self) {
         let mut child = lock(&self.child);
         let _ = child.kill();
         let _ = child.wait();
+        let _ = std::fs::remove_file(format!("/dev/shm/envoy_shared_memory_{}", u64::from(self.base_id) * 10));
     }
 }
 

@@ -1,0 +1,300 @@
+//! The filter's own root and request code on the simulated host: steering,
+//! shared ejections across workers, CAS under contention, host-call costs,
+//! and the safe paths for bad input and failing host calls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread;
+
+use host_harness::sim::{lock, Behavior, RouterSteering, SimEnvoy, SimHost, EPOCH_NANOS};
+use host_harness::sim_player::{SimPlayer, CLUSTER};
+use locality_failover::filter::{FilterRoot, RequestState};
+use locality_failover::metadata::metadata_for;
+use serde_json::json;
+
+const NS: &str = "locality-failover";
+const HEADER: &str = "x-locality-failover-hosts";
+
+fn labels(network: &str, region: &str, zone: &str) -> BTreeMap<String, String> {
+    [
+        ("topology.istio.io/network", network),
+        ("topology.kubernetes.io/region", region),
+        ("topology.kubernetes.io/zone", zone),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The guide's topology: two pods in us-east-1 (1a, 1b), two in us-west-2.
+fn guide_endpoints() -> Vec<(String, BTreeMap<String, String>)> {
+    vec![
+        ("10.10.0.15:8080".into(), labels("n1", "us-east-1", "us-east-1a")),
+        ("10.10.1.8:8080".into(), labels("n1", "us-east-1", "us-east-1b")),
+        ("10.20.0.7:8080".into(), labels("n2", "us-west-2", "us-west-2a")),
+        ("10.20.1.4:8080".into(), labels("n2", "us-west-2", "us-west-2b")),
+    ]
+}
+
+fn metadata(endpoints: &[(String, BTreeMap<String, String>)], revision: u64) -> Vec<u8> {
+    let list: Vec<_> = endpoints
+        .iter()
+        .map(|(a, l)| json!({"address": a, "labels": l}))
+        .collect();
+    metadata_for(NS, &json!({"revision": revision.to_string(), "endpoints": list}))
+}
+
+fn guide_config() -> serde_json::Value {
+    json!({"trafficPolicy": {
+        "loadBalancer": {"simple": "ROUND_ROBIN", "localityLbSetting": {"enabled": true,
+            "failoverPriority": ["topology.istio.io/network", "topology.kubernetes.io/region", "topology.kubernetes.io/zone"]}},
+        "outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "3m", "maxEjectionPercent": 50}}})
+}
+
+fn envoy(workers: usize, config: &serde_json::Value) -> SimEnvoy {
+    let mut e = SimEnvoy::new(
+        workers,
+        &labels("n1", "us-east-1", "us-east-1a"),
+        config.to_string().into_bytes(),
+        7,
+        RouterSteering::OverrideHost { header: HEADER.into(), prefix: String::new() },
+    );
+    let eps = guide_endpoints();
+    for (a, _) in &eps {
+        e.upstreams.insert(a.clone(), Behavior::Healthy);
+    }
+    e.set_cluster(CLUSTER, metadata(&eps, 1), eps.iter().map(|(a, _)| a.clone()).collect());
+    assert!(e.configure());
+    e
+}
+
+#[test]
+fn client_steering_header_never_reaches_the_router() {
+    let mut e = envoy(1, &guide_config());
+    for _ in 0..5 {
+        let out = e.request(&[(HEADER, "6.6.6.6:80,10.20.0.7:8080")]);
+        let steering = out.steering.expect("the filter writes its own list");
+        assert!(!steering.contains("6.6.6.6"), "{steering}");
+        assert!(steering.starts_with("10.10.0.15:8080"), "{steering}");
+        assert_eq!(out.attempts, vec!["10.10.0.15:8080".to_string()]);
+    }
+    assert_eq!(lock(&e.shared).metric("locality_failover.client_header_removed"), 5);
+}
+
+#[test]
+fn refused_configuration_still_strips_client_headers() {
+    let mut e = SimEnvoy::new(
+        1,
+        &labels("n1", "us-east-1", "us-east-1a"),
+        br#"{"trafficDistribution": "Nearby"}"#.to_vec(),
+        1,
+        RouterSteering::OverrideHost { header: HEADER.into(), prefix: String::new() },
+    );
+    e.upstreams.insert("10.10.0.15:8080".into(), Behavior::Healthy);
+    e.set_cluster(CLUSTER, metadata(&guide_endpoints()[..1], 1), vec!["10.10.0.15:8080".into()]);
+    assert!(!e.configure(), "a bad configuration is refused");
+    let logs = lock(&e.shared).logs.clone();
+    assert!(logs.iter().any(|(_, m)| m.contains("trafficDistribution") && m.contains("Nearby")), "{logs:?}");
+    assert_eq!(lock(&e.shared).metric("locality_failover.config_errors"), 1);
+    let out = e.request(&[(HEADER, "6.6.6.6:80")]);
+    assert_eq!(out.steering, None, "the client's value was removed");
+}
+
+#[test]
+fn a_success_writes_no_shared_data() {
+    let mut e = envoy(2, &guide_config());
+    for _ in 0..10 {
+        e.request(&[]);
+    }
+    let before = lock(&e.shared).calls;
+    let n = 200;
+    for _ in 0..n {
+        assert_eq!(e.request(&[]).status, 200);
+    }
+    let after = lock(&e.shared).calls;
+    assert_eq!(after.shared_writes, before.shared_writes, "no write on a success that changes nothing");
+    // Hot path reads: the 8-byte epoch per request and the endpoint's streak at the end.
+    let reads = (after.shared_reads - before.shared_reads) as f64 / f64::from(n);
+    assert!(reads <= 2.0, "{reads} shared-data reads per request");
+}
+
+#[test]
+fn ejection_is_shared_by_all_workers() {
+    let mut e = envoy(2, &guide_config());
+    e.upstreams.insert("10.10.0.15:8080".into(), Behavior::Http(503));
+    // Requests alternate between the two workers: the fifth 5xx overall ejects.
+    let statuses: Vec<u32> = (0..5).map(|_| e.request(&[]).status).collect();
+    assert_eq!(statuses, vec![503; 5]);
+    assert_eq!(e.ejected("locality-failover", CLUSTER), vec!["10.10.0.15:8080".to_string()]);
+    for _ in 0..6 {
+        let out = e.request(&[]);
+        assert_eq!(out.attempts, vec!["10.10.1.8:8080".to_string()], "both workers skip the ejected pod");
+    }
+    assert_eq!(lock(&e.shared).metric("locality_failover.ejections"), 1);
+}
+
+#[test]
+fn concurrent_workers_lose_no_increment_and_eject_once() {
+    // Threshold high enough that 8 threads x 25 failures stay below it.
+    let config = json!({"trafficPolicy": {
+        "loadBalancer": {"simple": "ROUND_ROBIN"},
+        "outlierDetection": {"consecutive5xxErrors": 1000, "maxEjectionPercent": 100}}});
+    let e = envoy(1, &config);
+    let shared = Arc::clone(&e.shared);
+    let mut props = BTreeMap::new();
+    props.insert(host_harness::sim::prop_key(&["xds", "cluster_name"]), CLUSTER.as_bytes().to_vec());
+    props.insert(host_harness::sim::prop_key(&["xds", "cluster_metadata"]), metadata(&guide_endpoints(), 1));
+    let config_bytes = config.to_string().into_bytes();
+    let threads = 8;
+    let per_thread = 25u32;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let shared = Arc::clone(&shared);
+            let props = props.clone();
+            let config_bytes = config_bytes.clone();
+            thread::spawn(move || {
+                let faults = Default::default();
+                let mut root = FilterRoot::new(t);
+                let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
+                assert!(root.on_configure(&mut host));
+                // Load the inventory through a request on this worker.
+                let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
+                root.on_request_headers(&mut host).expect("steered");
+                let state = RequestState { cluster: CLUSTER.into(), list: vec!["10.20.0.7:8080".into()], priority: 0 };
+                for _ in 0..per_thread {
+                    let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
+                    host.set_response_property(&["response", "code"], 503i64.to_le_bytes().to_vec());
+                    host.set_response_property(&["upstream", "address"], b"10.20.0.7:8080".to_vec());
+                    host.set_response_property(&["upstream", "request_attempt_count"], 1u64.to_le_bytes().to_vec());
+                    root.on_log(&mut host, &state);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("worker thread");
+    }
+    let s = lock(&shared);
+    let streak = s.get(&format!("locality-failover/{CLUSTER}/streak/10.20.0.7:8080")).expect("streak key");
+    let streaks = locality_failover::shared::decode_streaks(streak);
+    assert_eq!(streaks.c5xx, threads as u32 * per_thread, "every increment survived ({} CAS retries)", s.calls.cas_mismatches);
+    drop(s);
+
+    // Now a threshold of 5 hammered by 8 threads: exactly one ejection.
+    let config = json!({"trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 5, "maxEjectionPercent": 100}}});
+    let e = envoy(1, &config);
+    let shared = Arc::clone(&e.shared);
+    let config_bytes = config.to_string().into_bytes();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let shared = Arc::clone(&shared);
+            let props = props.clone();
+            let config_bytes = config_bytes.clone();
+            thread::spawn(move || {
+                let faults = Default::default();
+                let mut root = FilterRoot::new(100 + t);
+                let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
+                assert!(root.on_configure(&mut host));
+                let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
+                root.on_request_headers(&mut host).expect("steered");
+                let state = RequestState { cluster: CLUSTER.into(), list: vec!["10.20.0.7:8080".into()], priority: 0 };
+                for _ in 0..per_thread {
+                    let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
+                    host.set_response_property(&["response", "code"], 500i64.to_le_bytes().to_vec());
+                    host.set_response_property(&["upstream", "address"], b"10.20.0.7:8080".to_vec());
+                    host.set_response_property(&["upstream", "request_attempt_count"], 1u64.to_le_bytes().to_vec());
+                    root.on_log(&mut host, &state);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("worker thread");
+    }
+    let s = lock(&shared);
+    assert_eq!(s.metric("locality_failover.ejections"), 1, "one ejection, not one per worker");
+    let table = locality_failover::shared::decode_table(s.get(&format!("locality-failover/{CLUSTER}/table")).expect("table"));
+    assert_eq!(table.hosts.get("10.20.0.7:8080").map(|h| h.ejections), Some(1));
+}
+
+#[test]
+fn bad_inventory_keeps_the_last_good_one_and_logs_once() {
+    let mut e = envoy(1, &guide_config());
+    assert_eq!(e.request(&[]).attempts, vec!["10.10.0.15:8080".to_string()]);
+    let mut eps = guide_endpoints();
+    eps.push(eps[0].clone()); // duplicate address
+    e.set_cluster(CLUSTER, metadata(&eps, 2), vec![]);
+    e.set_property(&["xds", "cluster_metadata", "filter_metadata", NS, "revision"], Some(b"2".to_vec()));
+    e.cluster_hosts = guide_endpoints().iter().map(|(a, _)| a.clone()).collect();
+    for _ in 0..50 {
+        assert_eq!(e.request(&[]).attempts, vec!["10.10.0.15:8080".to_string()]);
+    }
+    let s = lock(&e.shared);
+    assert_eq!(s.metric("locality_failover.inventory_errors"), 1);
+    let refusals = s.logs.iter().filter(|(_, m)| m.contains("inventory refused")).count();
+    assert_eq!(refusals, 1, "logged once, not per request");
+}
+
+#[test]
+fn failing_host_calls_are_safe() {
+    let mut e = envoy(1, &guide_config());
+    e.faults.fail_shared_data = true;
+    for _ in 0..5 {
+        let out = e.request(&[]);
+        assert_eq!(out.status, 200, "the request still goes through");
+    }
+    assert!(lock(&e.shared).metric("locality_failover.host_errors") > 0);
+    e.faults.fail_shared_data = false;
+    e.faults.fail_headers = true;
+    let out = e.request(&[(HEADER, "6.6.6.6:80")]);
+    assert_eq!(out.status, 503, "cannot strip the client's header: fail closed");
+    assert!(out.attempts.is_empty());
+    e.faults.fail_headers = false;
+    e.faults.fail_properties = true;
+    let out = e.request(&[]);
+    assert!(out.steering.is_none(), "no cluster known: left to Envoy");
+}
+
+#[test]
+fn unknown_locality_spreads_over_all_endpoints() {
+    let mut e = SimEnvoy::new(
+        1,
+        &BTreeMap::new(),
+        guide_config().to_string().into_bytes(),
+        3,
+        RouterSteering::OverrideHost { header: HEADER.into(), prefix: String::new() },
+    );
+    let eps = guide_endpoints();
+    for (a, _) in &eps {
+        e.upstreams.insert(a.clone(), Behavior::Healthy);
+    }
+    e.set_cluster(CLUSTER, metadata(&eps, 1), eps.iter().map(|(a, _)| a.clone()).collect());
+    assert!(e.configure());
+    assert!(lock(&e.shared).logs.iter().any(|(_, m)| m.contains("locality is unknown")));
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        seen.extend(e.request(&[]).attempts);
+    }
+    assert_eq!(seen.len(), 4, "istiod skips failoverPriority for a proxy without labels: one priority");
+}
+
+#[test]
+fn seed_scenarios_pass_on_two_and_four_workers() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/scenarios");
+    let mut played = 0;
+    for entry in std::fs::read_dir(&dir).expect("shared/scenarios").flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let mut scenario = host_harness::scenario::Scenario::load(&path).expect("valid scenario");
+        for workers in [2, 4] {
+            scenario.workers = workers;
+            let mut player = SimPlayer::new(&scenario).expect("player");
+            let (_, mismatches) = host_harness::runner::play(&scenario, &mut player).expect("played");
+            assert!(mismatches.is_empty(), "{}: {mismatches:?}", path.display());
+        }
+        played += 1;
+    }
+    assert_eq!(played, 5);
+}
