@@ -20,11 +20,12 @@ setup:
 build: $(WASM)
 
 $(WASM): $(shell find filter/src -name '*.rs') filter/Cargo.toml Cargo.toml Cargo.lock
-	scripts/setup.sh
+	scripts/setup.sh --tools
 	$(CARGO) build --release -p locality-failover --target $(WASM_TARGET)
 	@mkdir -p build
 	@if command -v wasm-opt >/dev/null 2>&1; then \
-	  wasm-opt -Oz --strip-debug --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
+	  wasm-opt -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
+	    --enable-nontrapping-float-to-int --enable-mutable-globals --enable-multivalue --enable-reference-types \
 	    target/$(WASM_TARGET)/release/locality_failover.wasm -o $@; \
 	else cp target/$(WASM_TARGET)/release/locality_failover.wasm $@; fi
 	@ls -l $@

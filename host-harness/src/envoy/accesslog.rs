@@ -1,7 +1,7 @@
 //! Attempt counting from the access log the generated configs write.
 //!
 //! The router's `upstream_log` writes one `U` line per upstream attempt
-//! (connect failures included: checked on Envoy 1.40, see NOTES.md), and the
+//! (connect failures included: checked on Envoy 1.40, see envoy/NOTES.md), and the
 //! connection manager's `access_log` one `D` line per downstream request,
 //! into the same file (Envoy shares one buffered writer per path, so lines
 //! keep their order). Envoy buffers access logs: start it with a short

@@ -11,7 +11,7 @@
 //! - [`accesslog`]: counts upstream attempts per endpoint from the access
 //!   log the generated configs write.
 //!
-//! Everything is std-only and loopback-only. See `NOTES.md` in this directory
+//! Everything is std-only and loopback-only. See `envoy/NOTES.md` (repository root)
 //! for the facts checked on the real binary.
 
 pub mod accesslog;
