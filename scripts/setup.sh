@@ -28,7 +28,7 @@ for arg in "$@"; do
       have=$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}' || true)
       if [ "$have" != "$want" ]; then
         log "cargo install wasm-bindgen-cli $want (must equal the wasm-bindgen crate)"
-        cargo install --quiet --locked wasm-bindgen-cli --version "$want"
+        cargo install --quiet --locked wasm-bindgen-cli --version "$want" 2>/dev/null || cargo install --quiet wasm-bindgen-cli --version "$want"
       fi
       command -v node >/dev/null || { log "node is required for wasm-bindgen tests"; exit 1; }
       ;;

@@ -911,10 +911,88 @@ fn example_frontend() -> Frontend {
     Frontend { listener_port: 10000, admin_port: 9901, ..Frontend::default() }
 }
 
+/// One example: a bootstrap and its xDS file, as JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExampleConfig {
+    /// `override-host`, `original-dst`, `route-header`, `native-eds`.
+    pub mode: String,
+    description: String,
+    wasm: bool,
+    pub bootstrap: Value,
+    /// `<mode>.cds.yaml` or `<mode>.eds.yaml`.
+    pub xds_file: String,
+    /// The xDS file's `DiscoveryResponse`.
+    pub xds: Value,
+}
+
+impl ExampleConfig {
+    /// `<mode>.yaml` and the xDS file, rendered as commented YAML.
+    pub fn files(&self) -> Vec<ExampleFile> {
+        let xds_comment = if self.xds_file.contains(".cds.") {
+            format!(
+                "# CDS file of {}.yaml (a DiscoveryResponse). Envoy reloads it when it is\n\
+                 # replaced by a rename inside the watched directory.\n",
+                self.mode
+            )
+        } else {
+            format!(
+                "# EDS file of {}.yaml (a DiscoveryResponse): one LocalityLbEndpoints\n\
+                 # per (priority, locality). Envoy reloads it when it is replaced by a\n\
+                 # rename inside the watched directory.\n",
+                self.mode
+            )
+        };
+        vec![
+            ExampleFile {
+                name: format!("{}.yaml", self.mode),
+                text: example_header(&self.mode, &self.description, &self.xds_file, self.wasm)
+                    + &to_yaml(&self.bootstrap),
+            },
+            ExampleFile { name: self.xds_file.clone(), text: xds_comment + &to_yaml(&self.xds) },
+        ]
+    }
+
+    /// The same configuration with the xDS file's resources inlined as
+    /// static resources (`envoy --mode validate` does not read xDS files,
+    /// this lets it check the clusters too).
+    pub fn with_static_resources(&self) -> Value {
+        let mut b = self.bootstrap.clone();
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            if let Value::Object(m) = &mut v {
+                m.remove("@type");
+            }
+            v
+        };
+        let resources: Vec<Value> = self
+            .xds
+            .get("resources")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().map(strip).collect())
+            .unwrap_or_default();
+        if let Value::Object(m) = &mut b {
+            m.remove("dynamic_resources");
+        }
+        if self.xds_file.contains(".cds.") {
+            b["static_resources"]["clusters"] = Value::Array(resources);
+        } else if let Some(Value::Array(clusters)) = b.pointer_mut("/static_resources/clusters") {
+            for c in clusters.iter_mut() {
+                if let (Value::Object(m), Some(cla)) = (c, resources.first()) {
+                    m.remove("eds_cluster_config");
+                    m.insert("type".into(), json!("STATIC"));
+                    m.insert("load_assignment".into(), cla.clone());
+                }
+            }
+        }
+        b
+    }
+}
+
 /// The example configurations: for each of `override-host`, `original-dst`,
-/// `route-header` and `native-eds`, a bootstrap `<mode>.yaml` and its xDS
-/// file (`<mode>.cds.yaml` or `<mode>.eds.yaml`).
-pub fn example_files() -> Vec<ExampleFile> {
+/// `route-header` and `native-eds`, a bootstrap and its xDS file, with the
+/// placeholders of [`EXAMPLE_WASM`], [`EXAMPLE_DIR`], 127.0.0.2-4:8080,
+/// listener port 10000, admin port 9901, access log to /dev/stdout.
+pub fn example_configs() -> Vec<ExampleConfig> {
     let placeholder = Layout::new("/LAYOUT");
     let fix = |v: &mut Value, xds_file: &str| {
         let xds_path = format!("{EXAMPLE_DIR}/{xds_file}");
@@ -945,16 +1023,13 @@ pub fn example_files() -> Vec<ExampleFile> {
         let xds_file = format!("{mode}.cds.yaml");
         let mut bootstrap = cfg.bootstrap(&placeholder);
         fix(&mut bootstrap, &xds_file);
-        out.push(ExampleFile {
-            name: format!("{mode}.yaml"),
-            text: example_header(mode, what, &xds_file, true) + &to_yaml(&bootstrap),
-        });
-        out.push(ExampleFile {
-            name: xds_file.clone(),
-            text: format!(
-                "# CDS file of {mode}.yaml (a DiscoveryResponse). Envoy reloads it when it is\n\
-                 # replaced by a rename inside the watched directory.\n"
-            ) + &to_yaml(&cds_file("1", &cfg.clusters())),
+        out.push(ExampleConfig {
+            mode: mode.into(),
+            description: what.into(),
+            wasm: true,
+            bootstrap,
+            xds_file,
+            xds: cds_file("1", &cfg.clusters()),
         });
     }
     let mut native = NativeModeConfig::new(example_endpoints());
@@ -972,23 +1047,20 @@ pub fn example_files() -> Vec<ExampleFile> {
     let xds_file = "native-eds.eds.yaml".to_string();
     let mut bootstrap = native.bootstrap(&placeholder);
     fix(&mut bootstrap, &xds_file);
-    out.push(ExampleFile {
-        name: "native-eds.yaml".into(),
-        text: example_header(
-            "native-eds",
-            "no filter: Envoy's own priorities, round robin and outlier detection on an EDS cluster",
-            &xds_file,
-            false,
-        ) + &to_yaml(&bootstrap),
-    });
-    out.push(ExampleFile {
-        name: xds_file,
-        text: "# EDS file of native-eds.yaml (a DiscoveryResponse): one LocalityLbEndpoints\n\
-               # per (priority, locality).\n"
-            .to_string()
-            + &to_yaml(&eds_file("1", &native.load_assignment())),
+    out.push(ExampleConfig {
+        mode: "native-eds".into(),
+        description: "no filter: Envoy's own priorities, round robin and outlier detection on an EDS cluster".into(),
+        wasm: false,
+        bootstrap,
+        xds_file,
+        xds: eds_file("1", &native.load_assignment()),
     });
     out
+}
+
+/// Every example file ([`ExampleConfig::files`] of [`example_configs`]).
+pub fn example_files() -> Vec<ExampleFile> {
+    example_configs().iter().flat_map(ExampleConfig::files).collect()
 }
 
 fn example_header(mode: &str, what: &str, xds_file: &str, wasm: bool) -> String {
@@ -1042,8 +1114,20 @@ fn is_block(v: &Value) -> bool {
     }
 }
 
+/// Keys in output order: `@type`, `name`, then the rest (alphabetical).
+fn ordered(m: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let rank = |k: &str| match k {
+        "@type" => 0,
+        "name" => 1,
+        _ => 2,
+    };
+    let mut v: Vec<(&String, &Value)> = m.iter().collect();
+    v.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then_with(|| a.0.cmp(b.0)));
+    v
+}
+
 fn write_map(out: &mut String, m: &Map<String, Value>, indent: usize) {
-    for (k, v) in m {
+    for (k, v) in ordered(m) {
         out.push_str(&" ".repeat(indent));
         out.push_str(&yaml_string(k));
         out.push(':');
@@ -1083,7 +1167,7 @@ fn write_seq(out: &mut String, a: &[Value], indent: usize) {
             Value::Object(m) if !m.is_empty() => {
                 // First key on the dash line, the rest indented under it.
                 let mut first = true;
-                for (k, v) in m {
+                for (k, v) in ordered(m) {
                     if first {
                         out.push(' ');
                         first = false;
