@@ -33,7 +33,9 @@ fn build(policy: LbPolicy, threshold: u32, sizes: &[usize], healthy: &[usize]) -
 }
 
 fn view(threshold: u32, sizes: &[usize], healthy: &[usize]) -> LoadView {
-    build(LbPolicy::RoundRobin, threshold, sizes, healthy).0.view()
+    build(LbPolicy::RoundRobin, threshold, sizes, healthy)
+        .0
+        .view()
 }
 
 fn counts(b: &mut Balancer, rng: &mut Rng, n: usize, active: &[u32], hosts: usize) -> Vec<usize> {

@@ -233,7 +233,11 @@ fn network_first_rule_needs_the_bare_network_label_first() {
     // `topology.istio.io/network`; with `=value` it is the plain prefix rule.
     let client = guide_client();
     let inv = inventory(&[&[NET2, EAST, ZONE_1A], &[NET1, WEST, ZONE_2A]]);
-    let list = ["topology.istio.io/network=cluster1-network", LABEL_REGION, LABEL_ZONE];
+    let list = [
+        "topology.istio.io/network=cluster1-network",
+        LABEL_REGION,
+        LABEL_ZONE,
+    ];
     // Other network: full mismatch -> n = 3, whatever region/zone say.
     assert_eq!(raw(&list, &client, &inv), vec![3, 2]);
 }
@@ -244,7 +248,10 @@ fn network_not_first_follows_the_plain_prefix_rule() {
     // list[0]; elsewhere a network mismatch stops the walk like any label.
     let client = guide_client();
     let inv = inventory(&[&[NET2, EAST, ZONE_1A], &[NET1, WEST, ZONE_2A]]);
-    assert_eq!(raw(&[LABEL_REGION, LABEL_NETWORK], &client, &inv), vec![1, 2]);
+    assert_eq!(
+        raw(&[LABEL_REGION, LABEL_NETWORK], &client, &inv),
+        vec![1, 2]
+    );
 }
 
 #[test]
@@ -258,7 +265,10 @@ fn zone_region_order_puts_other_zone_with_other_regions() {
         &[NET2, WEST, ZONE_2A],
         &[NET2, WEST, ZONE_2B],
     ]);
-    assert_eq!(raw(&[LABEL_ZONE, LABEL_REGION], &client, &inv), vec![0, 2, 2, 2]);
+    assert_eq!(
+        raw(&[LABEL_ZONE, LABEL_REGION], &client, &inv),
+        vec![0, 2, 2, 2]
+    );
     let ranking = rank(&priority_rule(&[LABEL_ZONE, LABEL_REGION]), &client, &inv);
     assert_eq!(prio(&ranking), all(&[0, 1, 1, 1]));
     assert_eq!(ranking.levels, 2);
@@ -283,7 +293,11 @@ fn network_region_zone_order_gives_zone_region_then_rest() {
 #[test]
 fn client_without_labels_gets_everything_at_p0() {
     // istio loadbalancer.go applyFailoverPriorities: `if len(proxyLabels) == 0 { return }`.
-    let inv = inventory(&[&[NET1, EAST, ZONE_1A], &[NET2, WEST, ZONE_2A], &[("a", "b")]]);
+    let inv = inventory(&[
+        &[NET1, EAST, ZONE_1A],
+        &[NET2, WEST, ZONE_2A],
+        &[("a", "b")],
+    ]);
     let ranking = rank(
         &priority_rule(&[LABEL_NETWORK, LABEL_REGION, LABEL_ZONE]),
         &Labels::new(),
@@ -317,12 +331,32 @@ fn weights_pass_through_for_priority_rules() {
 #[test]
 fn default_locality_tiers_0_to_3() {
     // istio util.go LbPriority: region+zone+subzone 0, region+zone 1, region 2, else 3.
-    let client = labels(&[(LABEL_REGION, "r1"), (LABEL_ZONE, "z1"), (LABEL_SUBZONE, "s1")]);
+    let client = labels(&[
+        (LABEL_REGION, "r1"),
+        (LABEL_ZONE, "z1"),
+        (LABEL_SUBZONE, "s1"),
+    ]);
     let inv = inventory(&[
-        &[(LABEL_REGION, "r1"), (LABEL_ZONE, "z1"), (LABEL_SUBZONE, "s1")],
-        &[(LABEL_REGION, "r1"), (LABEL_ZONE, "z1"), (LABEL_SUBZONE, "s2")],
-        &[(LABEL_REGION, "r1"), (LABEL_ZONE, "z2"), (LABEL_SUBZONE, "s1")],
-        &[(LABEL_REGION, "r2"), (LABEL_ZONE, "z1"), (LABEL_SUBZONE, "s1")],
+        &[
+            (LABEL_REGION, "r1"),
+            (LABEL_ZONE, "z1"),
+            (LABEL_SUBZONE, "s1"),
+        ],
+        &[
+            (LABEL_REGION, "r1"),
+            (LABEL_ZONE, "z1"),
+            (LABEL_SUBZONE, "s2"),
+        ],
+        &[
+            (LABEL_REGION, "r1"),
+            (LABEL_ZONE, "z2"),
+            (LABEL_SUBZONE, "s1"),
+        ],
+        &[
+            (LABEL_REGION, "r2"),
+            (LABEL_ZONE, "z1"),
+            (LABEL_SUBZONE, "s1"),
+        ],
     ]);
     let tiers: Vec<u32> = inv
         .endpoints()
@@ -330,7 +364,11 @@ fn default_locality_tiers_0_to_3() {
         .map(|e| locality_tier(&client, e, &[]))
         .collect();
     assert_eq!(tiers, vec![0, 1, 2, 3]);
-    let ranking = rank(&RankingRule::LocalityTiers { failover: vec![] }, &client, &inv);
+    let ranking = rank(
+        &RankingRule::LocalityTiers { failover: vec![] },
+        &client,
+        &inv,
+    );
     assert_eq!(prio(&ranking), all(&[0, 1, 2, 3]));
 }
 
@@ -376,7 +414,10 @@ fn failover_without_matching_from_leaves_tier_3() {
     // istio loadbalancer.go applyLocalityFailover: no entry with from == proxy region,
     // so other regions stay at 3.
     let client = labels(&[(LABEL_REGION, "us-east-1")]);
-    let inv = inventory(&[&[(LABEL_REGION, "us-west-2")], &[(LABEL_REGION, "eu-west-1")]]);
+    let inv = inventory(&[
+        &[(LABEL_REGION, "us-west-2")],
+        &[(LABEL_REGION, "eu-west-1")],
+    ]);
     let fo = [failover("eu-west-1", "us-west-2")];
     let tiers: Vec<u32> = inv
         .endpoints()
@@ -391,7 +432,10 @@ fn failover_uses_the_first_matching_from() {
     // istio loadbalancer.go applyLocalityFailover: `break` after the first entry whose
     // From equals the proxy's region.
     let client = labels(&[(LABEL_REGION, "us-east-1")]);
-    let inv = inventory(&[&[(LABEL_REGION, "us-west-2")], &[(LABEL_REGION, "eu-west-1")]]);
+    let inv = inventory(&[
+        &[(LABEL_REGION, "us-west-2")],
+        &[(LABEL_REGION, "eu-west-1")],
+    ]);
     let fo = [
         failover("us-east-1", "us-west-2"),
         failover("us-east-1", "eu-west-1"),
@@ -423,11 +467,31 @@ fn failover_priority_and_failover_compose_p_times_5_plus_tier() {
         (LABEL_ZONE, "us-east-1a"),
     ]);
     let inv = inventory(&[
-        &[("version", "v2"), (LABEL_REGION, "us-east-1"), (LABEL_ZONE, "us-east-1a")], // 1*5+0 = 5
-        &[("version", "v1"), (LABEL_REGION, "eu-west-1"), (LABEL_ZONE, "eu-west-1a")], // 0*5+4 = 4
-        &[("version", "v1"), (LABEL_REGION, "us-east-1"), (LABEL_ZONE, "us-east-1a")], // 0
-        &[("version", "v1"), (LABEL_REGION, "us-west-2"), (LABEL_ZONE, "us-west-2a")], // 0*5+3 = 3
-        &[("version", "v2"), (LABEL_REGION, "eu-west-1"), (LABEL_ZONE, "eu-west-1a")], // 1*5+4 = 9
+        &[
+            ("version", "v2"),
+            (LABEL_REGION, "us-east-1"),
+            (LABEL_ZONE, "us-east-1a"),
+        ], // 1*5+0 = 5
+        &[
+            ("version", "v1"),
+            (LABEL_REGION, "eu-west-1"),
+            (LABEL_ZONE, "eu-west-1a"),
+        ], // 0*5+4 = 4
+        &[
+            ("version", "v1"),
+            (LABEL_REGION, "us-east-1"),
+            (LABEL_ZONE, "us-east-1a"),
+        ], // 0
+        &[
+            ("version", "v1"),
+            (LABEL_REGION, "us-west-2"),
+            (LABEL_ZONE, "us-west-2a"),
+        ], // 0*5+3 = 3
+        &[
+            ("version", "v2"),
+            (LABEL_REGION, "eu-west-1"),
+            (LABEL_ZONE, "eu-west-1a"),
+        ], // 1*5+4 = 9
     ]);
     let rule = RankingRule::FailoverPriority {
         labels: parsed(&["version"]),
@@ -449,7 +513,11 @@ fn prefer_network_ranks_by_network_only() {
         &[NET2, EAST, ZONE_1A],
         &[NET1, EAST, ZONE_1A],
     ]);
-    let ranking = rank(&TrafficDistribution::PreferNetwork.rule(), &guide_client(), &inv);
+    let ranking = rank(
+        &TrafficDistribution::PreferNetwork.rule(),
+        &guide_client(),
+        &inv,
+    );
     assert_eq!(prio(&ranking), all(&[0, 1, 0]));
 }
 
@@ -458,7 +526,11 @@ fn prefer_close_is_network_region_zone_without_subzone() {
     // istio reference §1.5 (Istio 1.27+): PreferClose/PreferSameZone =
     // [network, region, zone]; subzone is not part of it.
     let rule = TrafficDistribution::PreferClose.rule();
-    let RankingRule::FailoverPriority { labels: list, failover } = &rule else {
+    let RankingRule::FailoverPriority {
+        labels: list,
+        failover,
+    } = &rule
+    else {
         panic!("PreferClose should be a failoverPriority rule: {rule:?}");
     };
     assert!(failover.is_empty());
@@ -485,11 +557,41 @@ fn prefer_same_node_adds_subzone_and_hostname() {
     client.insert(LABEL_SUBZONE.into(), "s1".into());
     client.insert(LABEL_HOSTNAME.into(), "node-1".into());
     let inv = inventory(&[
-        &[NET1, EAST, ZONE_1A, (LABEL_SUBZONE, "s1"), (LABEL_HOSTNAME, "node-1")],
-        &[NET1, EAST, ZONE_1A, (LABEL_SUBZONE, "s1"), (LABEL_HOSTNAME, "node-2")],
-        &[NET1, EAST, ZONE_1A, (LABEL_SUBZONE, "s2"), (LABEL_HOSTNAME, "node-3")],
-        &[NET1, EAST, ZONE_1B, (LABEL_SUBZONE, "s1"), (LABEL_HOSTNAME, "node-4")],
-        &[NET2, EAST, ZONE_1A, (LABEL_SUBZONE, "s1"), (LABEL_HOSTNAME, "node-1")],
+        &[
+            NET1,
+            EAST,
+            ZONE_1A,
+            (LABEL_SUBZONE, "s1"),
+            (LABEL_HOSTNAME, "node-1"),
+        ],
+        &[
+            NET1,
+            EAST,
+            ZONE_1A,
+            (LABEL_SUBZONE, "s1"),
+            (LABEL_HOSTNAME, "node-2"),
+        ],
+        &[
+            NET1,
+            EAST,
+            ZONE_1A,
+            (LABEL_SUBZONE, "s2"),
+            (LABEL_HOSTNAME, "node-3"),
+        ],
+        &[
+            NET1,
+            EAST,
+            ZONE_1B,
+            (LABEL_SUBZONE, "s1"),
+            (LABEL_HOSTNAME, "node-4"),
+        ],
+        &[
+            NET2,
+            EAST,
+            ZONE_1A,
+            (LABEL_SUBZONE, "s1"),
+            (LABEL_HOSTNAME, "node-1"),
+        ],
     ]);
     let ranking = rank(&TrafficDistribution::PreferSameNode.rule(), &client, &inv);
     // Raw: 0, 1 (hostname), 2 (subzone), 3 (zone), 5 + 0 = 5 (network-first, rest matches).
@@ -578,7 +680,11 @@ fn distribute_without_matching_from_is_flat() {
 fn locality_match_wildcards() {
     // istio util.go LocalityMatch: `*` matches anything; an empty zone or subzone in the
     // rule matches anything; the region must match unless it is `*`.
-    let loc = ["us-east-1".to_string(), "us-east-1a".to_string(), "s1".to_string()];
+    let loc = [
+        "us-east-1".to_string(),
+        "us-east-1a".to_string(),
+        "s1".to_string(),
+    ];
     assert!(locality_match(&loc, "us-east-1"));
     assert!(locality_match(&loc, "us-east-1/*"));
     assert!(locality_match(&loc, "us-east-1/us-east-1a"));

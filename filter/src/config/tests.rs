@@ -110,7 +110,8 @@ fn explicit_any_means_the_mesh_default_not_prefer_network() {
 #[test]
 fn explicit_any_with_outlier_detection_is_the_mesh_default() {
     // istio loadbalancer.go GetLocalityLbSetting: Any -> mesh setting (enabled: true).
-    let p = policy(&json!({"trafficDistribution": "Any", "trafficPolicy": {"outlierDetection": {}}}));
+    let p =
+        policy(&json!({"trafficDistribution": "Any", "trafficPolicy": {"outlierDetection": {}}}));
     assert_eq!(p.source, RankingSource::MeshDefault);
     assert_eq!(p.ranking, RankingRule::LocalityTiers { failover: vec![] });
 }
@@ -138,9 +139,11 @@ fn failover_priority_without_outlier_detection_is_flat() {
     // istio endpoint_builder.go: enableFailover = outlierDetection != nil || Force;
     // loadbalancer.go: "Failover needs outlier detection, otherwise Envoy will never drop
     // down to a lower priority".
-    let p = policy(&json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
-        "failoverPriority": [LABEL_NETWORK, LABEL_REGION, LABEL_ZONE]
-    }}}}));
+    let p = policy(
+        &json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
+            "failoverPriority": [LABEL_NETWORK, LABEL_REGION, LABEL_ZONE]
+        }}}}),
+    );
     assert_eq!(p.ranking, RankingRule::Flat);
     assert_eq!(p.source, RankingSource::DestinationRule);
 }
@@ -148,9 +151,11 @@ fn failover_priority_without_outlier_detection_is_flat() {
 #[test]
 fn failover_without_outlier_detection_is_flat() {
     // istio endpoint_builder.go enableFailover gate (validation only warns).
-    let p = policy(&json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
-        "failover": [{"from": "us-east-1", "to": "us-west-2"}]
-    }}}}));
+    let p = policy(
+        &json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
+            "failover": [{"from": "us-east-1", "to": "us-west-2"}]
+        }}}}),
+    );
     assert_eq!(p.ranking, RankingRule::Flat);
 }
 
@@ -202,7 +207,13 @@ fn traffic_distribution_names() {
     let p = policy(&json!({"trafficDistribution": "PreferSameNode"}));
     assert_eq!(
         p.ranking,
-        fp(&[LABEL_NETWORK, LABEL_REGION, LABEL_ZONE, LABEL_SUBZONE, LABEL_HOSTNAME])
+        fp(&[
+            LABEL_NETWORK,
+            LABEL_REGION,
+            LABEL_ZONE,
+            LABEL_SUBZONE,
+            LABEL_HOSTNAME
+        ])
     );
 }
 
@@ -210,9 +221,11 @@ fn traffic_distribution_names() {
 fn distribute_applies_without_outlier_detection() {
     // istio loadbalancer.go ApplyLocalityLoadBalancer: `distribute` is applied before
     // (and independently of) the enableFailover gate.
-    let p = policy(&json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
-        "distribute": [{"from": "us-east-1/*", "to": {"us-east-1/*": 80, "us-west-2/*": 20}}]
-    }}}}));
+    let p = policy(
+        &json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
+            "distribute": [{"from": "us-east-1/*", "to": {"us-east-1/*": 80, "us-west-2/*": 20}}]
+        }}}}),
+    );
     assert_eq!(
         p.ranking,
         RankingRule::Distribute(vec![DistributeRule {
@@ -290,7 +303,10 @@ fn panic_threshold_forced_to_zero_with_a_traffic_distribution() {
 fn min_health_percent_out_of_range_is_refused() {
     // istio validation (percent fields are 0..100); the error names field and value.
     let e = error(&json!({"trafficPolicy": {"outlierDetection": {"minHealthPercent": 101}}}));
-    assert!(e.contains("trafficPolicy.outlierDetection.minHealthPercent"), "{e}");
+    assert!(
+        e.contains("trafficPolicy.outlierDetection.minHealthPercent"),
+        "{e}"
+    );
     assert!(e.contains("101"), "{e}");
 }
 
@@ -347,9 +363,18 @@ fn max_ejection_percent_is_10_unless_positive() {
     // istio cluster_traffic_policy.go: max_ejection_percent passed through only if > 0;
     // otherwise Envoy's default 10.
     assert_eq!(outlier(&json!({})).max_ejection_percent, 10);
-    assert_eq!(outlier(&json!({"maxEjectionPercent": 0})).max_ejection_percent, 10);
-    assert_eq!(outlier(&json!({"maxEjectionPercent": 50})).max_ejection_percent, 50);
-    assert_eq!(outlier(&json!({"maxEjectionPercent": 100})).max_ejection_percent, 100);
+    assert_eq!(
+        outlier(&json!({"maxEjectionPercent": 0})).max_ejection_percent,
+        10
+    );
+    assert_eq!(
+        outlier(&json!({"maxEjectionPercent": 50})).max_ejection_percent,
+        50
+    );
+    assert_eq!(
+        outlier(&json!({"maxEjectionPercent": 100})).max_ejection_percent,
+        100
+    );
 }
 
 #[test]
@@ -378,7 +403,9 @@ fn split_local_origin_mapping() {
     assert!(o.split_local_origin);
     assert_eq!(o.consecutive_local_origin, 5);
     assert!(o.enforcing_local_origin);
-    let o = outlier(&json!({"splitExternalLocalOriginErrors": true, "consecutiveLocalOriginFailures": 3}));
+    let o = outlier(
+        &json!({"splitExternalLocalOriginErrors": true, "consecutiveLocalOriginFailures": 3}),
+    );
     assert_eq!(o.consecutive_local_origin, 3);
     assert!(o.enforcing_local_origin);
 }
@@ -424,7 +451,10 @@ fn bad_duration_names_field_and_value() {
     assert!(e.contains("trafficPolicy.outlierDetection.interval"), "{e}");
     assert!(e.contains("10 parsecs"), "{e}");
     let e = error(&json!({"trafficPolicy": {"outlierDetection": {"baseEjectionTime": "30"}}}));
-    assert!(e.contains("trafficPolicy.outlierDetection.baseEjectionTime"), "{e}");
+    assert!(
+        e.contains("trafficPolicy.outlierDetection.baseEjectionTime"),
+        "{e}"
+    );
     assert!(e.contains("\"30\""), "{e}");
     let e = error(&json!({"trafficPolicy": {"outlierDetection": {"interval": "0s"}}}));
     assert!(e.contains("trafficPolicy.outlierDetection.interval"), "{e}");
@@ -451,7 +481,10 @@ fn bad_steering_mode_names_field_and_value() {
 fn max_ejection_percent_150_is_refused() {
     // istio validation.go: maxEjectionPercent must be in 0..100.
     let e = error(&json!({"trafficPolicy": {"outlierDetection": {"maxEjectionPercent": 150}}}));
-    assert!(e.contains("trafficPolicy.outlierDetection.maxEjectionPercent"), "{e}");
+    assert!(
+        e.contains("trafficPolicy.outlierDetection.maxEjectionPercent"),
+        "{e}"
+    );
     assert!(e.contains("150"), "{e}");
 }
 
@@ -459,11 +492,16 @@ fn max_ejection_percent_150_is_refused() {
 fn distribute_with_failover_is_refused() {
     // istio validation.go validateLocalityLbSetting: distribute and failover together
     // is an error.
-    let e = error(&json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
-        "distribute": [{"from": "us-east-1/*", "to": {"us-east-1/*": 100}}],
-        "failover": [{"from": "us-east-1", "to": "us-west-2"}]
-    }}}}));
-    assert!(e.contains("trafficPolicy.loadBalancer.localityLbSetting"), "{e}");
+    let e = error(
+        &json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
+            "distribute": [{"from": "us-east-1/*", "to": {"us-east-1/*": 100}}],
+            "failover": [{"from": "us-east-1", "to": "us-west-2"}]
+        }}}}),
+    );
+    assert!(
+        e.contains("trafficPolicy.loadBalancer.localityLbSetting"),
+        "{e}"
+    );
     assert!(e.contains("distribute") && e.contains("failover"), "{e}");
 }
 
@@ -490,9 +528,11 @@ fn topology_label_in_failover_priority_with_failover_is_refused() {
 #[test]
 fn distribute_weights_must_sum_to_100() {
     // istio validation.go: "total locality weight %v != 100".
-    let e = error(&json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
-        "distribute": [{"from": "us-east-1/*", "to": {"us-east-1/*": 60, "us-west-2/*": 30}}]
-    }}}}));
+    let e = error(
+        &json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
+            "distribute": [{"from": "us-east-1/*", "to": {"us-east-1/*": 60, "us-west-2/*": 30}}]
+        }}}}),
+    );
     assert!(
         e.contains("trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to"),
         "{e}"
@@ -503,17 +543,21 @@ fn distribute_weights_must_sum_to_100() {
 #[test]
 fn bad_failover_region_is_refused() {
     // istio validation.go: failover from/to are plain regions, from != to.
-    let e = error(&json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
-        "failover": [{"from": "us-east-1/us-east-1a", "to": "us-west-2"}]
-    }}}}));
+    let e = error(
+        &json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
+            "failover": [{"from": "us-east-1/us-east-1a", "to": "us-west-2"}]
+        }}}}),
+    );
     assert!(
         e.contains("trafficPolicy.loadBalancer.localityLbSetting.failover[0].from"),
         "{e}"
     );
     assert!(e.contains("us-east-1/us-east-1a"), "{e}");
-    let e = error(&json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
-        "failover": [{"from": "us-east-1", "to": "us-east-1"}]
-    }}}}));
+    let e = error(
+        &json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
+            "failover": [{"from": "us-east-1", "to": "us-east-1"}]
+        }}}}),
+    );
     assert!(e.contains("failover[0]"), "{e}");
 }
 
@@ -700,7 +744,10 @@ fn seed_scenario_files_match_and_parse() {
     // copies above: every file's "config" must parse, and the copies must be verbatim.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/scenarios");
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!("{} not found: only the embedded copies are checked", dir.display());
+        eprintln!(
+            "{} not found: only the embedded copies are checked",
+            dir.display()
+        );
         return;
     };
     let copies = seed_configs();
@@ -720,5 +767,10 @@ fn seed_scenario_files_match_and_parse() {
             seen += 1;
         }
     }
-    assert_eq!(seen, copies.len(), "some seed files are missing from {}", dir.display());
+    assert_eq!(
+        seen,
+        copies.len(),
+        "some seed files are missing from {}",
+        dir.display()
+    );
 }
