@@ -38,21 +38,98 @@ enum Source {
     All,
 }
 
+/// One host source of Envoy's LB (`HostsSource`): a host list with its own
+/// round-robin cursor and, when weights differ, its own EDF scheduler.
+#[derive(Debug, Default)]
+struct HostSet {
+    hosts: Vec<usize>,
+    rr: u64,
+    edf: Option<Edf>,
+}
+
+impl HostSet {
+    fn new(hosts: Vec<usize>, weights: &[u32], rr: Option<u64>, rng: &mut Rng) -> HostSet {
+        let edf = (!weights_equal(&hosts, weights)).then(|| {
+            let w: Vec<f64> = hosts
+                .iter()
+                .map(|h| f64::from(weights.get(*h).copied().unwrap_or(1).max(1)))
+                .collect();
+            Edf::new(w, rng)
+        });
+        HostSet {
+            hosts,
+            // Envoy seeds a new source's cursor at random.
+            rr: rr.unwrap_or_else(|| rng.next_u64() >> 1),
+            edf,
+        }
+    }
+
+    /// A position in `hosts`, by the LB policy.
+    fn choose(&mut self, policy: LbPolicy, rng: &mut Rng, active: &[u32], weights: &[u32]) -> Option<usize> {
+        let len = self.hosts.len();
+        if len == 0 {
+            return None;
+        }
+        let hosts = &self.hosts;
+        let active_of = |pos: usize| hosts.get(pos).and_then(|h| active.get(*h)).copied().unwrap_or(0);
+        match (policy, self.edf.as_mut()) {
+            // Envoy's random LB ignores host weights.
+            (LbPolicy::Random, _) => Some(rng.below(len as u64) as usize),
+            (LbPolicy::RoundRobin, Some(edf)) => edf.pick(&|pos| edf_weight(hosts, weights, pos)),
+            // Weighted least request: EDF with weight / (active + 1)
+            // (`active_request_bias` 1.0), recomputed as each host is re-added.
+            (LbPolicy::LeastRequest, Some(edf)) => edf.pick(&|pos| {
+                edf_weight(hosts, weights, pos) / f64::from(active_of(pos).saturating_add(1))
+            }),
+            (LbPolicy::RoundRobin, None) => {
+                let pos = (self.rr % len as u64) as usize;
+                self.rr = self.rr.wrapping_add(1);
+                Some(pos)
+            }
+            // Two random choices, keep the one with fewer active requests
+            // (`LeastRequestLoadBalancer::unweightedHostPick`).
+            (LbPolicy::LeastRequest, None) => {
+                let a = rng.below(len as u64) as usize;
+                let b = rng.below(len as u64) as usize;
+                Some(if active_of(b) < active_of(a) { b } else { a })
+            }
+        }
+    }
+}
+
+fn edf_weight(hosts: &[usize], weights: &[u32], pos: usize) -> f64 {
+    f64::from(hosts.get(pos).and_then(|h| weights.get(*h)).copied().unwrap_or(1).max(1))
+}
+
+/// The hosts of one locality inside a priority (locality-weighted LB).
+#[derive(Debug, Default)]
+struct LocalityGroup {
+    id: u32,
+    healthy: HostSet,
+}
+
 #[derive(Debug, Default)]
 struct Level {
-    all: Vec<usize>,
-    healthy: Vec<usize>,
-    rr_all: u64,
-    rr_healthy: u64,
-    edf_all: Option<Edf>,
-    edf_healthy: Option<Edf>,
+    all: HostSet,
+    healthy: HostSet,
+    localities: Vec<LocalityGroup>,
+    /// EDF over the localities' effective weights; `None` when the
+    /// priority is not locality-weighted.
+    locality_edf: Option<Edf>,
 }
 
 impl Level {
     fn hosts(&self, source: Source) -> &[usize] {
         match source {
-            Source::Healthy => &self.healthy,
-            Source::All => &self.all,
+            Source::Healthy => &self.healthy.hosts,
+            Source::All => &self.all.hosts,
+        }
+    }
+
+    fn set(&mut self, source: Source) -> &mut HostSet {
+        match source {
+            Source::Healthy => &mut self.healthy,
+            Source::All => &mut self.all,
         }
     }
 }
@@ -65,6 +142,7 @@ pub struct Balancer {
     levels: Vec<Level>,
     load: Vec<u32>,
     panic: Vec<bool>,
+    weights: Vec<u32>,
 }
 
 /// Per-priority state as Envoy computes it, exposed for tests and the runner.
@@ -83,6 +161,7 @@ impl Balancer {
             levels: Vec::new(),
             load: Vec::new(),
             panic: Vec::new(),
+            weights: Vec::new(),
         }
     }
 
@@ -90,35 +169,38 @@ impl Balancer {
     /// inventory index `i` as ejected. Round-robin cursors survive, as
     /// Envoy keeps `rr_indexes_` per host source across updates.
     pub fn rebuild(&mut self, ranking: &Ranking, unhealthy: &[bool], rng: &mut Rng) {
-        let mut old = std::mem::take(&mut self.levels);
-        let mut levels: Vec<Level> = (0..ranking.levels).map(|_| Level::default()).collect();
+        let old = std::mem::take(&mut self.levels);
+        let n = ranking.levels as usize;
+        let mut all: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut healthy: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (i, p) in ranking.priority.iter().enumerate() {
-            let Some(level) = p.and_then(|p| levels.get_mut(p as usize)) else {
-                continue;
-            };
-            level.all.push(i);
+            let Some(p) = p.map(|p| p as usize) else { continue };
+            if let Some(list) = all.get_mut(p) {
+                list.push(i);
+            }
             if !unhealthy.get(i).copied().unwrap_or(false) {
-                level.healthy.push(i);
+                if let Some(list) = healthy.get_mut(p) {
+                    list.push(i);
+                }
             }
         }
-        for (p, level) in levels.iter_mut().enumerate() {
-            match old.get_mut(p) {
-                Some(prev) => {
-                    level.rr_all = prev.rr_all;
-                    level.rr_healthy = prev.rr_healthy;
-                }
-                // Envoy seeds a new source's cursor at random.
-                None => {
-                    level.rr_all = rng.next_u64() >> 1;
-                    level.rr_healthy = rng.next_u64() >> 1;
-                }
+        let w = &ranking.weight;
+        let mut levels = Vec::with_capacity(n);
+        for (p, (all, healthy)) in all.into_iter().zip(healthy).enumerate() {
+            let prev = old.get(p);
+            let mut level = Level {
+                all: HostSet::new(all, w, prev.map(|l| l.all.rr), rng),
+                healthy: HostSet::new(healthy, w, prev.map(|l| l.healthy.rr), rng),
+                localities: Vec::new(),
+                locality_edf: None,
+            };
+            if ranking.locality_weighted {
+                locality_groups(&mut level, prev, ranking, unhealthy, rng);
             }
-            if !weights_equal(&level.all, &ranking.weight) {
-                level.edf_all = Some(Edf::new(&level.all, &ranking.weight, rng));
-                level.edf_healthy = Some(Edf::new(&level.healthy, &ranking.weight, rng));
-            }
+            levels.push(level);
         }
         self.levels = levels;
+        self.weights.clone_from(&ranking.weight);
         let view = compute_loads(&self.levels, self.panic_threshold);
         self.load = view.load;
         self.panic = view.panic;
@@ -135,8 +217,10 @@ impl Balancer {
     }
 
     /// Chooses a priority with a uniform 1..=100 roll over the loads, then a
-    /// host of it. `None` when that priority has no host to offer (Envoy's
-    /// "no healthy upstream").
+    /// host of it (Envoy's `chooseHostSet` + `hostSourceToUse`): all hosts
+    /// when the priority panics; else a locality by weight when locality
+    /// weighting is on, and a healthy host of it; else a healthy host.
+    /// `None` when that priority has no host to offer ("no healthy upstream").
     pub fn pick(&mut self, rng: &mut Rng, active: &[u32]) -> Option<Pick> {
         let roll = rng.below(100) as u32 + 1;
         let mut cumulative = 0;
@@ -150,11 +234,26 @@ impl Balancer {
         }
         let p = chosen?;
         let panic = self.panic.get(p).copied().unwrap_or(false);
-        let source = if panic { Source::All } else { Source::Healthy };
         let policy = self.policy;
+        let weights = &self.weights;
         let level = self.levels.get_mut(p)?;
-        let position = choose(level, source, policy, rng, active)?;
-        let endpoint = *level.hosts(source).get(position)?;
+        if !panic {
+            if let Some(edf) = level.locality_edf.as_mut() {
+                if let Some(group) = edf.pick(&|_| 0.0).and_then(|g| level.localities.get_mut(g)) {
+                    let pos = group.healthy.choose(policy, rng, active, weights)?;
+                    let endpoint = *group.healthy.hosts.get(pos)?;
+                    return Some(Pick {
+                        endpoint,
+                        priority: p as u32,
+                        panic,
+                    });
+                }
+            }
+        }
+        let source = if panic { Source::All } else { Source::Healthy };
+        let set = level.set(source);
+        let position = set.choose(policy, rng, active, weights)?;
+        let endpoint = *set.hosts.get(position)?;
         Some(Pick {
             endpoint,
             priority: p as u32,
@@ -189,11 +288,48 @@ impl Balancer {
             let Some(level) = self.levels.get(p) else {
                 return;
             };
-            for h in level.healthy.iter().take(max - out.len()) {
+            for h in level.healthy.hosts.iter().take(max - out.len()) {
                 out.push(*h);
             }
             p += 1;
         }
+    }
+}
+
+/// Splits a priority into its localities and builds the locality
+/// scheduler over `weight x min(1, 1.4 x healthy / hosts)` (Envoy
+/// `effectiveLocalityWeight`); a locality's weight is the sum of its
+/// endpoints' weights in this priority (istiod) unless `distribute` set one.
+fn locality_groups(level: &mut Level, prev: Option<&Level>, ranking: &Ranking, unhealthy: &[bool], rng: &mut Rng) {
+    let locality_of = |h: usize| ranking.locality.get(h).copied().unwrap_or(0);
+    let mut ids: Vec<u32> = level.all.hosts.iter().map(|h| locality_of(*h)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut effective = Vec::with_capacity(ids.len());
+    for id in ids {
+        let members: Vec<usize> = level.all.hosts.iter().copied().filter(|h| locality_of(*h) == id).collect();
+        let healthy: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|h| !unhealthy.get(*h).copied().unwrap_or(false))
+            .collect();
+        let weight = ranking
+            .locality_weight
+            .get(&id)
+            .copied()
+            .unwrap_or_else(|| members.iter().map(|h| ranking.weight.get(*h).copied().unwrap_or(1)).sum());
+        let ratio = healthy.len() as f64 / members.len().max(1) as f64;
+        effective.push(f64::from(weight) * (OVERPROVISIONING_FACTOR as f64 / 100.0 * ratio).min(1.0));
+        let rr = prev
+            .and_then(|l| l.localities.iter().find(|g| g.id == id))
+            .map(|g| g.healthy.rr);
+        level.localities.push(LocalityGroup {
+            id,
+            healthy: HostSet::new(healthy, &ranking.weight, rr, rng),
+        });
+    }
+    if effective.iter().any(|w| *w > 0.0) {
+        level.locality_edf = Some(Edf::new(effective, rng));
     }
 }
 
@@ -211,61 +347,16 @@ fn weights_equal(hosts: &[usize], weights: &[u32]) -> bool {
     }
 }
 
-fn choose(
-    level: &mut Level,
-    source: Source,
-    policy: LbPolicy,
-    rng: &mut Rng,
-    active: &[u32],
-) -> Option<usize> {
-    let len = level.hosts(source).len();
-    if len == 0 {
-        return None;
-    }
-    let edf = match source {
-        Source::Healthy => level.edf_healthy.as_mut(),
-        Source::All => level.edf_all.as_mut(),
-    };
-    match (policy, edf) {
-        (LbPolicy::Random, _) => Some(rng.below(len as u64) as usize),
-        (_, Some(edf)) => edf.pick(),
-        (LbPolicy::RoundRobin, None) => {
-            let cursor = match source {
-                Source::Healthy => &mut level.rr_healthy,
-                Source::All => &mut level.rr_all,
-            };
-            let pos = (*cursor % len as u64) as usize;
-            *cursor = cursor.wrapping_add(1);
-            Some(pos)
-        }
-        (LbPolicy::LeastRequest, None) => {
-            // Two random choices, keep the one with fewer active requests
-            // (Envoy `LeastRequestLoadBalancer::unweightedHostPick`).
-            let hosts = level.hosts(source);
-            let a = rng.below(len as u64) as usize;
-            let b = rng.below(len as u64) as usize;
-            let load = |pos: usize| {
-                hosts
-                    .get(pos)
-                    .and_then(|h| active.get(*h))
-                    .copied()
-                    .unwrap_or(0)
-            };
-            Some(if load(b) < load(a) { b } else { a })
-        }
-    }
-}
-
 /// Envoy's `recalculatePerPriorityState` + `recalculatePerPriorityPanic`.
 fn compute_loads(levels: &[Level], panic_threshold: u32) -> LoadView {
     let n = levels.len();
     let health: Vec<u32> = levels
         .iter()
         .map(|l| {
-            if l.all.is_empty() {
+            if l.all.hosts.is_empty() {
                 0
             } else {
-                let h = OVERPROVISIONING_FACTOR * l.healthy.len() as u64 / l.all.len() as u64;
+                let h = OVERPROVISIONING_FACTOR * l.healthy.hosts.len() as u64 / l.all.hosts.len() as u64;
                 h.min(100) as u32
             }
         })
@@ -297,10 +388,10 @@ fn compute_loads(levels: &[Level], panic_threshold: u32) -> LoadView {
     }
     for (p, level) in levels.iter().enumerate() {
         let in_panic = total != 100 && {
-            let healthy_percent = if level.all.is_empty() {
+            let healthy_percent = if level.all.hosts.is_empty() {
                 0
             } else {
-                100 * level.healthy.len() as u64 / level.all.len() as u64
+                100 * level.healthy.hosts.len() as u64 / level.all.hosts.len() as u64
             };
             healthy_percent < u64::from(panic_threshold)
         };
@@ -310,7 +401,7 @@ fn compute_loads(levels: &[Level], panic_threshold: u32) -> LoadView {
     }
     if panic.iter().all(|p| *p) {
         // Every priority in panic: spread load by host counts.
-        let counts: Vec<u32> = levels.iter().map(|l| l.all.len() as u32).collect();
+        let counts: Vec<u32> = levels.iter().map(|l| l.all.hosts.len() as u32).collect();
         let sum: u32 = counts.iter().sum();
         if sum > 0 {
             load.iter_mut().for_each(|l| *l = 0);
@@ -351,12 +442,14 @@ fn distribute(load: &mut [u32], health: &[u32], total: u32) {
     }
 }
 
-/// Earliest-deadline-first scheduler, as Envoy's `EdfScheduler`: each host
-/// is due every `1/weight`; ties go to the earlier insertion.
+/// Earliest-deadline-first scheduler, as Envoy's `EdfScheduler`: each entry
+/// is due every `1/weight`; ties go to the earlier insertion. Entries with
+/// weight 0 are never scheduled.
 #[derive(Debug)]
 struct Edf {
     heap: BinaryHeap<Reverse<EdfEntry>>,
     weights: Vec<f64>,
+    next_order: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -386,40 +479,48 @@ impl Ord for EdfEntry {
 }
 
 impl Edf {
-    fn new(hosts: &[usize], weights: &[u32], rng: &mut Rng) -> Self {
-        let weights: Vec<f64> = hosts
-            .iter()
-            .map(|h| f64::from(weights.get(*h).copied().unwrap_or(1).max(1)))
-            .collect();
-        let heap = weights
-            .iter()
-            .enumerate()
-            .map(|(position, w)| {
-                Reverse(EdfEntry {
-                    deadline: 1.0 / w,
-                    order: position as u64,
-                    position,
-                })
-            })
-            .collect();
-        let mut edf = Edf { heap, weights };
+    fn new(weights: Vec<f64>, rng: &mut Rng) -> Self {
+        let mut edf = Edf {
+            heap: BinaryHeap::with_capacity(weights.len()),
+            weights,
+            next_order: 0,
+        };
+        for position in 0..edf.weights.len() {
+            let w = edf.weights.get(position).copied().unwrap_or(0.0);
+            edf.add(position, 0.0, w);
+        }
         // Envoy starts each scheduler after a random number of picks so that
         // workers do not all begin with the same host.
-        let warmup = rng.below(edf.weights.len() as u64);
+        let warmup = rng.below(edf.heap.len() as u64);
         for _ in 0..warmup {
-            edf.pick();
+            edf.pick(&|_| 0.0);
         }
         edf
     }
 
-    fn pick(&mut self) -> Option<usize> {
-        let Reverse(mut top) = self.heap.pop()?;
-        let w = self.weights.get(top.position).copied().unwrap_or(1.0);
-        let position = top.position;
-        top.deadline += 1.0 / w;
-        top.order = top.order.wrapping_add(self.weights.len() as u64);
-        self.heap.push(Reverse(top));
-        Some(position)
+    fn add(&mut self, position: usize, now: f64, weight: f64) {
+        if weight > 0.0 && weight.is_finite() {
+            self.heap.push(Reverse(EdfEntry {
+                deadline: now + 1.0 / weight,
+                order: self.next_order,
+                position,
+            }));
+            self.next_order += 1;
+        }
+    }
+
+    /// Pops the earliest entry and re-adds it with its weight: the static one,
+    /// or `dynamic(position)` when that is positive (least request).
+    fn pick(&mut self, dynamic: &dyn Fn(usize) -> f64) -> Option<usize> {
+        let Reverse(top) = self.heap.pop()?;
+        let d = dynamic(top.position);
+        let w = if d > 0.0 {
+            d
+        } else {
+            self.weights.get(top.position).copied().unwrap_or(0.0)
+        };
+        self.add(top.position, top.deadline, w);
+        Some(top.position)
     }
 }
 

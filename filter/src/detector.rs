@@ -76,7 +76,7 @@ pub fn record(
             );
             result == EjectResult::Ejected
         })?;
-        if result != EjectResult::AlreadyEjected {
+        if !matches!(result, EjectResult::AlreadyEjected | EjectResult::Gone) {
             store.update_streaks(address, &mut |s| {
                 let before = *s;
                 s.reset(detection);

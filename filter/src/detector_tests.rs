@@ -161,7 +161,6 @@ fn not_enforced_detection_resets_the_streak_without_ejecting() {
 }
 
 #[test]
-#[ignore = "BUG: a detection for an address that is no longer in the cluster (ClusterView.present is false) still ejects it: EjectionTable::on_detection never checks `present`, so a late failure after an inventory update creates an ejected record (and bumps the generation); Envoy ignores such detections"]
 fn detection_for_a_removed_host_is_ignored() {
     // envoy outlier_detection_impl.cc onConsecutiveErrorWorker: "There is a chance that
     // the host has already been removed from the set. If so, just ignore it."

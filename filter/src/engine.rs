@@ -46,11 +46,7 @@ impl Engine {
             client,
             inventory: Inventory::default(),
             by_address: HashMap::new(),
-            ranking: Ranking {
-                priority: vec![],
-                weight: vec![],
-                levels: 0,
-            },
+            ranking: Ranking::default(),
             balancer,
             unhealthy: vec![],
             table_generation: None,

@@ -144,6 +144,9 @@ pub enum EjectResult {
     AlreadyEjected,
     /// `maxEjectionPercent` would be exceeded.
     Overflow,
+    /// The endpoint is no longer in the cluster: ignored (Envoy's
+    /// `onConsecutiveErrorWorker` drops detections for removed hosts).
+    Gone,
     /// The detector is not enforced (e.g. gateway errors without `consecutiveGatewayErrors`).
     NotEnforced,
 }
@@ -182,6 +185,9 @@ impl EjectionTable {
         now: u64,
         cfg: &OutlierConfig,
     ) -> EjectResult {
+        if !present(address) {
+            return EjectResult::Gone;
+        }
         if self.is_ejected(address) {
             return EjectResult::AlreadyEjected;
         }

@@ -14,20 +14,25 @@ use crate::config::{
 };
 use crate::inventory::{Endpoint, Inventory, Labels};
 
-/// Scale applied to locality weights under `distribute`, so that the
-/// per-endpoint share of a locality weight stays an integer.
-const DISTRIBUTE_SCALE: u64 = 1000;
-
 /// The outcome of ranking an inventory for one proxy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ranking {
     /// Compacted priority per inventory index; `None` for an endpoint that
     /// receives no traffic at all (a locality `distribute` leaves out).
     pub priority: Vec<Option<u32>>,
-    /// Load-balancing weight per inventory index (rescaled by `distribute`).
+    /// Load-balancing weight per inventory index.
     pub weight: Vec<u32>,
     /// Number of priorities (0..levels).
     pub levels: u32,
+    /// Locality id (region/zone/subzone) per inventory index.
+    pub locality: Vec<u32>,
+    /// Envoy picks a locality by weight before a host: Istio >= 1.24 sets
+    /// `LocalityWeightedLbConfig` when failover is enabled with `failover`
+    /// or `failoverPriority`, and with `distribute`.
+    pub locality_weighted: bool,
+    /// Locality weights set by `distribute` (by locality id); otherwise a
+    /// locality weighs the sum of its endpoints' weights in its priority.
+    pub locality_weight: BTreeMap<u32, u32>,
 }
 
 impl Ranking {
@@ -46,7 +51,8 @@ impl Ranking {
 /// Ranks every endpoint of `inventory` for a proxy with `client` labels.
 pub fn rank(rule: &RankingRule, client: &Labels, inventory: &Inventory) -> Ranking {
     let endpoints = inventory.endpoints();
-    let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+    let weight: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+    let (locality, localities) = locality_ids(endpoints);
     let raw: Vec<Option<u64>> = match rule {
         RankingRule::Flat => endpoints.iter().map(|_| Some(0)).collect(),
         RankingRule::FailoverPriority { labels, failover } => endpoints
@@ -70,15 +76,50 @@ pub fn rank(rule: &RankingRule, client: &Labels, inventory: &Inventory) -> Ranki
             .map(|e| Some(u64::from(locality_tier(client, e, failover))))
             .collect(),
         RankingRule::Distribute(rules) => {
-            return distribute(rules, client, endpoints);
+            let (raw, locality_weight) = distribute(rules, client, endpoints, &locality, &localities);
+            let (priority, levels) = compact(&raw);
+            return Ranking {
+                priority,
+                weight,
+                levels,
+                locality,
+                locality_weighted: true,
+                locality_weight,
+            };
         }
     };
     let (priority, levels) = compact(&raw);
+    let locality_weighted = match rule {
+        RankingRule::FailoverPriority { .. } => true,
+        RankingRule::LocalityTiers { failover } => !failover.is_empty(),
+        RankingRule::Flat | RankingRule::Distribute(_) => false,
+    };
     Ranking {
         priority,
-        weight: weights,
+        weight,
         levels,
+        locality,
+        locality_weighted,
+        locality_weight: BTreeMap::new(),
     }
+}
+
+/// Numbers each distinct `region/zone/subzone`; returns the id per
+/// endpoint and the localities by id.
+fn locality_ids(endpoints: &[Endpoint]) -> (Vec<u32>, Vec<[String; 3]>) {
+    let mut localities: Vec<[String; 3]> = Vec::new();
+    let mut index: BTreeMap<[String; 3], u32> = BTreeMap::new();
+    let ids = endpoints
+        .iter()
+        .map(|e| {
+            let key = locality_of_endpoint(e);
+            *index.entry(key.clone()).or_insert_with(|| {
+                localities.push(key);
+                (localities.len() - 1) as u32
+            })
+        })
+        .collect();
+    (ids, localities)
 }
 
 /// `applyFailoverPriorityPerLocality`: walk the ordered labels; the first
@@ -147,65 +188,50 @@ fn compact(raw: &[Option<u64>]) -> (Vec<Option<u32>>, u32) {
 }
 
 /// `applyLocalityWeights`: the first rule whose `from` matches the proxy's
-/// locality gives each `to` locality a share of the traffic; localities it
-/// does not name get none. Envoy then picks a locality by weight and a host
-/// inside it; here each endpoint carries its share of its locality's weight,
-/// which gives the same long-run split with one weighted pick.
-fn distribute(rules: &[DistributeRule], client: &Labels, endpoints: &[Endpoint]) -> Ranking {
+/// locality gives each locality matched by a `to` key the weight
+/// `ceil(groupWeight x w / sum of the groupWeights that key matches)`;
+/// localities no `to` key matches get no traffic. No failover: one priority.
+/// Without a matching rule everything stays at priority 0 with its weights.
+fn distribute(
+    rules: &[DistributeRule],
+    client: &Labels,
+    endpoints: &[Endpoint],
+    locality: &[u32],
+    localities: &[[String; 3]],
+) -> (Vec<Option<u64>>, BTreeMap<u32, u32>) {
     let client_locality = locality_of_labels(client);
     let Some(rule) = rules.iter().find(|r| locality_match(&client_locality, &r.from)) else {
-        let flat: Vec<Option<u64>> = endpoints.iter().map(|_| Some(0)).collect();
-        let (priority, levels) = compact(&flat);
-        return Ranking {
-            priority,
-            weight: endpoints.iter().map(|e| e.weight).collect(),
-            levels,
-        };
+        return (endpoints.iter().map(|_| Some(0)).collect(), BTreeMap::new());
     };
-    let mut assigned: Vec<Option<(usize, u64)>> = vec![None; endpoints.len()];
-    for (to_index, (to, _)) in rule.to.iter().enumerate() {
-        for (i, e) in endpoints.iter().enumerate() {
-            if assigned.get(i).copied().flatten().is_none()
-                && locality_match(&locality_of_endpoint(e), to)
-            {
-                if let Some(slot) = assigned.get_mut(i) {
-                    *slot = Some((to_index, u64::from(e.weight)));
-                }
-            }
+    // Weight of each locality group: the sum of its endpoints' weights.
+    let mut group_weight: BTreeMap<u32, u64> = BTreeMap::new();
+    for (e, id) in endpoints.iter().zip(locality) {
+        *group_weight.entry(*id).or_default() += u64::from(e.weight);
+    }
+    let mut weights: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut matched: BTreeMap<u32, bool> = BTreeMap::new();
+    for (to, w) in &rule.to {
+        let groups: Vec<u32> = group_weight
+            .keys()
+            .copied()
+            .filter(|id| !matched.contains_key(id))
+            .filter(|id| localities.get(*id as usize).is_some_and(|l| locality_match(l, to)))
+            .collect();
+        let total: u64 = groups.iter().filter_map(|id| group_weight.get(id)).sum();
+        for id in groups {
+            matched.insert(id, true);
+            let original = group_weight.get(&id).copied().unwrap_or(1);
+            let share = (original * u64::from(*w)).div_ceil(total.max(1));
+            // istiod only sets a weight that is positive; 0 keeps the group's own.
+            let value = if share > 0 { share } else { original };
+            weights.insert(id, u32::try_from(value).unwrap_or(u32::MAX));
         }
     }
-    let mut group_total: BTreeMap<usize, u64> = BTreeMap::new();
-    for (group, w) in assigned.iter().flatten() {
-        *group_total.entry(*group).or_default() += w;
-    }
-    let mut priority = Vec::with_capacity(endpoints.len());
-    let mut weight = Vec::with_capacity(endpoints.len());
-    for a in &assigned {
-        match a {
-            Some((group, w)) => {
-                let locality_weight = rule.to.get(*group).map(|(_, lw)| u64::from(*lw)).unwrap_or(0);
-                let total = group_total.get(group).copied().unwrap_or(1).max(1);
-                let share = (locality_weight * DISTRIBUTE_SCALE * w).div_ceil(total);
-                if share == 0 {
-                    priority.push(None);
-                    weight.push(0);
-                } else {
-                    priority.push(Some(0));
-                    weight.push(u32::try_from(share).unwrap_or(u32::MAX));
-                }
-            }
-            None => {
-                priority.push(None);
-                weight.push(0);
-            }
-        }
-    }
-    let levels = u32::from(priority.iter().any(Option::is_some));
-    Ranking {
-        priority,
-        weight,
-        levels,
-    }
+    let raw = locality
+        .iter()
+        .map(|id| matched.contains_key(id).then_some(0))
+        .collect();
+    (raw, weights)
 }
 
 fn locality_of_labels(labels: &Labels) -> [String; 3] {

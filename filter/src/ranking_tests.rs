@@ -620,8 +620,9 @@ fn distribute_first_matching_from_wins() {
     let ranking = rank(&RankingRule::Distribute(rules), &client, &inv);
     // The first rule sends everything to us-west-2 and empties us-east-1.
     assert_eq!(prio(&ranking), vec![None, Some(0)]);
-    assert_eq!(ranking.weight[0], 0);
-    assert!(ranking.weight[1] > 0);
+    assert!(ranking.locality_weighted);
+    assert_eq!(ranking.locality_weight.get(&ranking.locality[1]), Some(&100));
+    assert_eq!(ranking.locality_weight.get(&ranking.locality[0]), None);
 }
 
 #[test]
@@ -658,11 +659,16 @@ fn distribute_weights_share_each_locality_weight() {
     )];
     let ranking = rank(&RankingRule::Distribute(rules), &client, &inv);
     assert_eq!(prio(&ranking), all(&[0, 0, 0, 0]));
-    let w = &ranking.weight;
-    // us-east-1a: 80 split over two endpoints of weight 1; us-west-2: 20 split 1:3.
-    assert_eq!(w[0], w[1]);
-    assert_eq!(u64::from(w[0] + w[1]) * 20, u64::from(w[2] + w[3]) * 80);
-    assert_eq!(w[3], 3 * w[2]);
+    // Endpoint weights are untouched; localities get the weights Envoy's
+    // locality-weighted LB picks by.
+    assert_eq!(ranking.weight, vec![1, 1, 1, 3]);
+    let lw = |i: usize| ranking.locality_weight.get(&ranking.locality[i]).copied();
+    assert_eq!(ranking.locality[0], ranking.locality[1]);
+    // us-east-1a (group weight 2): ceil(2 * 80 / 2) = 80.
+    assert_eq!(lw(0), Some(80));
+    // us-west-2 matches 2a (1) and 2b (3): ceil(1 * 20 / 4) = 5, ceil(3 * 20 / 4) = 15.
+    assert_eq!(lw(2), Some(5));
+    assert_eq!(lw(3), Some(15));
 }
 
 #[test]

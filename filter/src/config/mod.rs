@@ -318,13 +318,16 @@ impl Policy {
                     )
                 }
             }
-            (None, Some(td)) => (td.rule(), RankingSource::TrafficDistribution(td)),
-            (None, None) if has_outlier => (
+            (None, Some(Some(td))) => (td.rule(), RankingSource::TrafficDistribution(td)),
+            // Istio's mesh default (`enabled: true`): region/zone/subzone
+            // tiers, applied only with outlier detection.
+            (None, Some(None)) | (None, None) if has_outlier => (
                 RankingRule::LocalityTiers { failover: vec![] },
                 RankingSource::MeshDefault,
             ),
+            (None, Some(None)) => (RankingRule::Flat, RankingSource::MeshDefault),
             // No DestinationRule locality setting, no outlier detection and
-            // no explicit distribution: the guide's default, PreferNetwork.
+            // no distribution at all: the guide's default, PreferNetwork.
             (None, None) => {
                 let td = TrafficDistribution::PreferNetwork;
                 (td.rule(), RankingSource::TrafficDistribution(td))
@@ -332,8 +335,8 @@ impl Policy {
         };
         // Istio: minHealthPercent becomes the panic threshold (0 when unset);
         // services with a traffic distribution force it to 0.
-        let forced_by_distribution =
-            distribution.is_some() || matches!(source, RankingSource::TrafficDistribution(_));
+        let forced_by_distribution = matches!(distribution, Some(Some(_)))
+            || matches!(source, RankingSource::TrafficDistribution(_));
         let panic_threshold = match &tp.outlier_detection {
             _ if forced_by_distribution => 0,
             Some(od) => clamp_percent(od.min_health_percent.unwrap_or(0)),
@@ -371,15 +374,17 @@ impl TrafficDistribution {
     }
 }
 
-fn traffic_distribution(value: Option<&str>) -> Result<Option<TrafficDistribution>, ConfigError> {
+/// `None`: not given; `Some(None)`: `Any` (no distribution: Istio's mesh
+/// default decides); `Some(Some(td))`: an explicit distribution.
+fn traffic_distribution(value: Option<&str>) -> Result<Option<Option<TrafficDistribution>>, ConfigError> {
     let Some(v) = value else {
         return Ok(None);
     };
     match v.to_ascii_lowercase().as_str() {
-        "prefernetwork" => Ok(Some(TrafficDistribution::PreferNetwork)),
-        "preferclose" | "prefersamezone" => Ok(Some(TrafficDistribution::PreferClose)),
-        "prefersamenode" => Ok(Some(TrafficDistribution::PreferSameNode)),
-        "any" | "" => Ok(None),
+        "prefernetwork" => Ok(Some(Some(TrafficDistribution::PreferNetwork))),
+        "preferclose" | "prefersamezone" => Ok(Some(Some(TrafficDistribution::PreferClose))),
+        "prefersamenode" => Ok(Some(Some(TrafficDistribution::PreferSameNode))),
+        "any" | "" => Ok(Some(None)),
         _ => Err(field_error(
             "trafficDistribution",
             format!("{v:?} is not one of PreferNetwork, PreferClose, PreferSameZone, PreferSameNode, Any"),

@@ -93,7 +93,6 @@ fn nothing_configured_defaults_to_prefer_network() {
 }
 
 #[test]
-#[ignore = "BUG: trafficDistribution \"Any\" (documented as 'no traffic distribution: Istio's mesh default') is parsed to None like an absent field, so without outlierDetection Policy::from_config falls into the PreferNetwork default instead of the mesh default (no failover => Flat)"]
 fn explicit_any_means_the_mesh_default_not_prefer_network() {
     // istio loadbalancer.go GetLocalityLbSetting: TrafficDistributionAny falls through to
     // the mesh setting; ApplyLocalityLoadBalancer: without outlierDetection
