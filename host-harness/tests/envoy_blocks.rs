@@ -13,7 +13,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use host_harness::envoy::config::{
-    example_configs, example_files, FilterModeConfig, Layout, NativeModeConfig, Steering, EXAMPLE_DIR, EXAMPLE_WASM,
+    example_configs, example_files, FilterModeConfig, Layout, NativeModeConfig, Steering,
+    EXAMPLE_DIR, EXAMPLE_WASM,
 };
 use host_harness::envoy::{
     envoy_binary, http_get, Endpoint, EnvoyOptions, EnvoyProcess, HttpResponse, OutlierDetection,
@@ -46,7 +47,11 @@ impl Rig {
         let layout = Layout::new(dir.path());
         let envoy = EnvoyProcess::start(&layout, &cfg.generate(&layout), &EnvoyOptions::default())
             .unwrap_or_else(|e| panic!("envoy did not start: {e}"));
-        Rig { envoy, ups, _dir: dir }
+        Rig {
+            envoy,
+            ups,
+            _dir: dir,
+        }
     }
 
     fn native_mode(names: &[&str], make: impl FnOnce(Vec<Endpoint>) -> NativeModeConfig) -> Rig {
@@ -56,7 +61,11 @@ impl Rig {
         let layout = Layout::new(dir.path());
         let envoy = EnvoyProcess::start(&layout, &cfg.generate(&layout), &EnvoyOptions::default())
             .unwrap_or_else(|e| panic!("envoy did not start: {e}"));
-        Rig { envoy, ups, _dir: dir }
+        Rig {
+            envoy,
+            ups,
+            _dir: dir,
+        }
     }
 
     fn addr(&self, name: &str) -> String {
@@ -65,26 +74,39 @@ impl Rig {
 
     fn get(&self, headers: &[(&str, &str)]) -> HttpResponse {
         let listener = self.envoy.listener().expect("listener");
-        http_get(listener, "/", headers, T).unwrap_or_else(|e| {
-            panic!("request failed: {e}\n{}", self.envoy.log_tail(20))
-        })
+        http_get(listener, "/", headers, T)
+            .unwrap_or_else(|e| panic!("request failed: {e}\n{}", self.envoy.log_tail(20)))
     }
 
     /// Sends `n` requests, returns (bodies of 200s per name, attempts per
     /// endpoint name from the access log, client 5xx count).
-    fn send(&self, n: usize, headers: &[(&str, &str)]) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, usize) {
+    fn send(
+        &self,
+        n: usize,
+        headers: &[(&str, &str)],
+    ) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, usize) {
         let mark = self.envoy.access_log().mark();
         let mut bodies = BTreeMap::new();
+        let mut ids = Vec::new();
         for _ in 0..n {
             let r = self.get(headers);
+            ids.push(
+                r.header("x-request-id")
+                    .expect("x-request-id in the response")
+                    .to_string(),
+            );
             if r.status == 200 {
                 *bodies.entry(r.text()).or_insert(0) += 1;
             }
         }
-        let counts = self.envoy.access_log().wait_requests(mark, n, T);
+        let counts = self.envoy.access_log().wait_for_ids(mark, &ids, T);
         assert!(counts.complete, "access log incomplete: {counts:?}");
         assert_eq!(counts.requests.len(), n, "{counts:?}");
-        (bodies, counts.by_name(&self.ups.address_map()), counts.client_errors())
+        (
+            bodies,
+            counts.by_name(&self.ups.address_map()),
+            counts.client_errors(),
+        )
     }
 }
 
@@ -119,26 +141,46 @@ fn stub_wasm() -> &'static Path {
 #[no_mangle] pub extern "C" fn proxy_on_done(_c: u32) -> u32 { 1 }
 #[no_mangle] pub extern "C" fn proxy_on_delete(_c: u32) {}
 "#;
-        let dir = std::env::temp_dir().join(format!("lf-stub-wasm-{}", std::process::id()));
+        // Under target/tmp; built per process under a private name, then
+        // renamed onto one shared name (atomic even with parallel runs).
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lf-stub-wasm");
         std::fs::create_dir_all(&dir).expect("stub dir");
-        let src = dir.join("stub.rs");
+        let pid = std::process::id();
+        let src = dir.join(format!("stub-{pid}.rs"));
+        let built = dir.join(format!("stub-{pid}.wasm"));
         let out = dir.join("stub.wasm");
         std::fs::write(&src, SRC).expect("stub source");
         let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
         let status = Command::new(rustc)
-            .args(["--edition", "2021", "--target", "wasm32-unknown-unknown", "--crate-type", "cdylib", "-O"])
+            .args([
+                "--edition",
+                "2021",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--crate-type",
+                "cdylib",
+                "-O",
+            ])
             .args(["-C", "strip=debuginfo", "-o"])
-            .arg(&out)
+            .arg(&built)
             .arg(&src)
             .status()
             .expect("run rustc");
-        assert!(status.success(), "rustc could not build the stub wasm (is the wasm32-unknown-unknown target installed?)");
+        let _ = std::fs::remove_file(&src);
+        assert!(
+            status.success(),
+            "rustc could not build the stub wasm (is the wasm32-unknown-unknown target installed?)"
+        );
+        std::fs::rename(&built, &out).expect("rename stub wasm");
         out
     })
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 // ---------------------------------------------------------------------------
@@ -163,14 +205,19 @@ fn upstreams_switch_states_and_close_kept_alive_connections() {
     ups.set("a", UpstreamState::Healthy).unwrap();
     let mut buf = [0u8; 1024];
     for _ in 0..2 {
-        conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
         let n = conn.read(&mut buf).unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     }
     assert_eq!(ups.open_connections("a"), 1);
     // ...and is closed when the upstream switches to Refused.
     ups.set("a", UpstreamState::Refused).unwrap();
-    assert_eq!(conn.read(&mut buf).unwrap_or(0), 0, "kept-alive connection must be closed");
+    assert_eq!(
+        conn.read(&mut buf).unwrap_or(0),
+        0,
+        "kept-alive connection must be closed"
+    );
     let err = TcpStream::connect(addr).expect_err("connect must be refused");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 
@@ -187,7 +234,9 @@ fn upstreams_switch_states_and_close_kept_alive_connections() {
 #[test]
 fn override_host_header_reaches_the_named_upstream() {
     require_envoy!();
-    let rig = Rig::filter_mode(&["a", "b", "c"], |eps| FilterModeConfig::new(Steering::override_host(), eps));
+    let rig = Rig::filter_mode(&["a", "b", "c"], |eps| {
+        FilterModeConfig::new(Steering::override_host(), eps)
+    });
     for name in ["a", "b", "c"] {
         let addr = rig.addr(name);
         let (bodies, attempts, errors) = rig.send(3, &[("x-locality-failover-hosts", &addr)]);
@@ -195,7 +244,10 @@ fn override_host_header_reaches_the_named_upstream() {
         assert_eq!(attempts, counts(&[(name, 3)]));
         assert_eq!(errors, 0);
     }
-    assert_eq!(rig.ups.answered_all(), counts(&[("a", 3), ("b", 3), ("c", 3)]));
+    assert_eq!(
+        rig.ups.answered_all(),
+        counts(&[("a", 3), ("b", 3), ("c", 3)])
+    );
     // Without the header: the ROUND_ROBIN fallback spreads requests.
     let (bodies, _, _) = rig.send(6, &[]);
     assert_eq!(bodies, counts(&[("a", 2), ("b", 2), ("c", 2)]));
@@ -219,20 +271,43 @@ fn override_host_ranked_list_retries_on_the_next_entry() {
     let mark = rig.envoy.access_log().mark();
     let r = rig.get(&[("x-locality-failover-hosts", &list)]);
     assert_eq!((r.status, r.text().as_str()), (200, "b"));
-    let log = rig.envoy.access_log().wait_requests(mark, 1, T);
+    let id = r.header("x-request-id").unwrap();
+    let log = rig.envoy.access_log().wait_for_ids(mark, &[id], T);
     assert!(log.complete, "{log:?}");
-    let tried: Vec<(Option<String>, String, u16)> =
-        log.attempts.iter().map(|x| (x.host.clone(), x.flags.clone(), x.code)).collect();
-    assert_eq!(tried, vec![(Some(a.clone()), "UF".into(), 0), (Some(b.clone()), String::new(), 200)]);
+    let tried: Vec<(Option<String>, String, u16)> = log
+        .attempts
+        .iter()
+        .map(|x| (x.host.clone(), x.flags.clone(), x.code))
+        .collect();
+    assert_eq!(
+        tried,
+        vec![
+            (Some(a.clone()), "UF".into(), 0),
+            (Some(b.clone()), String::new(), 200)
+        ]
+    );
     assert_eq!(log.requests[0].attempts, 2);
-    assert_eq!(log.by_name(&rig.ups.address_map()), counts(&[("a", 1), ("b", 1)]));
+    assert_eq!(
+        log.by_name(&rig.ups.address_map()),
+        counts(&[("a", 1), ("b", 1)])
+    );
     assert_eq!(rig.ups.answered_all(), counts(&[("a", 0), ("b", 1)]));
 
     // The same two attempts in the per-host stats of /clusters.
     let hosts = rig.envoy.hosts("svc").unwrap();
-    let host = |addr: &str| hosts.iter().find(|h| h.address == addr).expect("host").clone();
+    let host = |addr: &str| {
+        hosts
+            .iter()
+            .find(|h| h.address == addr)
+            .expect("host")
+            .clone()
+    };
     assert_eq!(host(&a).stat("cx_connect_fail"), 1);
-    assert_eq!(host(&a).stat("rq_total"), 1, "the earlier healthy request only");
+    assert_eq!(
+        host(&a).stat("rq_total"),
+        1,
+        "the earlier healthy request only"
+    );
     assert_eq!(host(&b).stat("rq_total"), 1);
     assert_eq!(host(&b).stat("cx_connect_fail"), 0);
 }
@@ -242,7 +317,12 @@ fn original_dst_header_reaches_the_address() {
     require_envoy!();
     for header in ["x-lf-destination", "x-envoy-original-dst-host"] {
         let rig = Rig::filter_mode(&["a", "b"], |eps| {
-            let mut cfg = FilterModeConfig::new(Steering::OriginalDst { header: header.into() }, eps);
+            let mut cfg = FilterModeConfig::new(
+                Steering::OriginalDst {
+                    header: header.into(),
+                },
+                eps,
+            );
             cfg.retry = Some(RetryPolicy::new(2, "connect-failure"));
             cfg
         });
@@ -266,7 +346,11 @@ fn route_header_selects_the_backend_cluster() {
         let eps = eps
             .into_iter()
             .map(|e| {
-                let backend = if e.name.starts_with('a') { "east" } else { "west" };
+                let backend = if e.name.starts_with('a') {
+                    "east"
+                } else {
+                    "west"
+                };
                 e.with_backend(backend)
             })
             .collect();
@@ -280,7 +364,10 @@ fn route_header_selects_the_backend_cluster() {
     let r = rig.get(&[(h, "nowhere")]);
     assert_eq!(r.status, 503, "unknown cluster");
     // Both clusters carry the inventory with backends.
-    let dump = rig.envoy.admin_get("/config_dump?resource=dynamic_active_clusters").unwrap();
+    let dump = rig
+        .envoy
+        .admin_get("/config_dump?resource=dynamic_active_clusters")
+        .unwrap();
     assert_eq!(dump.matches("\"backend\": \"west\"").count(), 2, "{dump}");
 }
 
@@ -295,7 +382,10 @@ fn cds_file_update_changes_endpoints_and_metadata() {
     });
     let mut cfg = cfg.unwrap();
     let (a, b) = (rig.addr("a"), rig.addr("b"));
-    let dump = rig.envoy.admin_get("/config_dump?resource=dynamic_active_clusters").unwrap();
+    let dump = rig
+        .envoy
+        .admin_get("/config_dump?resource=dynamic_active_clusters")
+        .unwrap();
     assert!(dump.contains("\"revision\": \"1\""), "{dump}");
     assert_eq!(rig.get(&[("x-locality-failover-hosts", &b)]).text(), "b");
 
@@ -304,10 +394,22 @@ fn cds_file_update_changes_endpoints_and_metadata() {
     cfg.revision = "2".into();
     let version = rig.envoy.apply_clusters(&cfg.clusters(), T).unwrap();
     assert_eq!(version, "2");
-    let hosts: Vec<String> = rig.envoy.hosts("svc").unwrap().into_iter().map(|h| h.address).collect();
+    let hosts: Vec<String> = rig
+        .envoy
+        .hosts("svc")
+        .unwrap()
+        .into_iter()
+        .map(|h| h.address)
+        .collect();
     assert_eq!(hosts, vec![a.clone()]);
-    let dump = rig.envoy.admin_get("/config_dump?resource=dynamic_active_clusters").unwrap();
-    assert!(dump.contains("\"revision\": \"2\"") && !dump.contains(&b), "{dump}");
+    let dump = rig
+        .envoy
+        .admin_get("/config_dump?resource=dynamic_active_clusters")
+        .unwrap();
+    assert!(
+        dump.contains("\"revision\": \"2\"") && !dump.contains(&b),
+        "{dump}"
+    );
     // An override naming a host the cluster no longer has is skipped: fallback.
     assert_eq!(rig.get(&[("x-locality-failover-hosts", &b)]).text(), "a");
 
@@ -316,8 +418,14 @@ fn cds_file_update_changes_endpoints_and_metadata() {
     cfg.revision = "3".into();
     rig.envoy.apply_clusters(&cfg.clusters(), T).unwrap();
     assert_eq!(rig.get(&[("x-locality-failover-hosts", &b)]).text(), "b");
-    assert_eq!(rig.envoy.stat("cluster_manager.cds.update_success"), Some(3));
-    assert_eq!(rig.envoy.stat("cluster_manager.cds.update_rejected"), Some(0));
+    assert_eq!(
+        rig.envoy.stat("cluster_manager.cds.update_success"),
+        Some(3)
+    );
+    assert_eq!(
+        rig.envoy.stat("cluster_manager.cds.update_rejected"),
+        Some(0)
+    );
 }
 
 #[test]
@@ -326,14 +434,19 @@ fn wasm_filter_config_loads_on_v8() {
     let wasm = stub_wasm();
     let rig = Rig::filter_mode(&["a", "b"], |eps| {
         let mut cfg = FilterModeConfig::new(Steering::override_host(), eps);
-        cfg.wasm = Some(WasmFilter::new(wasm, r#"{"steering":{"mode":"override-host"}}"#));
+        cfg.wasm = Some(WasmFilter::new(
+            wasm,
+            r#"{"steering":{"mode":"override-host"}}"#,
+        ));
         cfg
     });
     let b = rig.addr("b");
     assert_eq!(rig.get(&[("x-locality-failover-hosts", &b)]).text(), "b");
     let stats = rig.envoy.stats_with_prefix("wasm.");
     assert!(
-        stats.iter().any(|(k, v)| k.contains("v8") && k.ends_with(".active") && *v >= 1),
+        stats
+            .iter()
+            .any(|(k, v)| k.contains("v8") && k.ends_with(".active") && *v >= 1),
         "no active v8 VM in {stats:?}"
     );
 }
@@ -356,19 +469,26 @@ fn native_eds_priorities_fail_over_when_p0_is_removed() {
     });
     let mut cfg = cfg.unwrap();
     let hosts = rig.envoy.hosts("svc").unwrap();
-    assert_eq!(hosts.iter().map(|h| h.priority).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(
+        hosts.iter().map(|h| h.priority).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
 
     let (_, attempts, errors) = rig.send(10, &[]);
     assert_eq!((attempts, errors), (counts(&[("p0", 10)]), 0));
 
     let all = cfg.endpoints.clone();
     cfg.endpoints.retain(|e| e.name != "p0");
-    rig.envoy.apply_load_assignment(&cfg.load_assignment(), T).unwrap();
+    rig.envoy
+        .apply_load_assignment(&cfg.load_assignment(), T)
+        .unwrap();
     let (_, attempts, errors) = rig.send(10, &[]);
     assert_eq!((attempts, errors), (counts(&[("p1", 10)]), 0));
 
     cfg.endpoints = all;
-    rig.envoy.apply_load_assignment(&cfg.load_assignment(), T).unwrap();
+    rig.envoy
+        .apply_load_assignment(&cfg.load_assignment(), T)
+        .unwrap();
     let (_, attempts, _) = rig.send(10, &[]);
     assert_eq!(attempts, counts(&[("p0", 10)]));
     assert_eq!(rig.envoy.stat("cluster.svc.update_rejected"), Some(0));
@@ -395,9 +515,24 @@ fn native_outlier_detection_ejects_an_endpoint_answering_503() {
     assert_eq!(errors, 2);
     let bad = rig.addr("bad");
     let hosts = rig.envoy.hosts("svc").unwrap();
-    assert!(hosts.iter().find(|h| h.address == bad).unwrap().outlier_ejected, "{hosts:?}");
-    assert_eq!(rig.envoy.stat("cluster.svc.outlier_detection.ejections_enforced_consecutive_5xx"), Some(1));
-    assert_eq!(rig.envoy.stat("cluster.svc.outlier_detection.ejections_active"), Some(1));
+    assert!(
+        hosts
+            .iter()
+            .find(|h| h.address == bad)
+            .unwrap()
+            .outlier_ejected,
+        "{hosts:?}"
+    );
+    assert_eq!(
+        rig.envoy
+            .stat("cluster.svc.outlier_detection.ejections_enforced_consecutive_5xx"),
+        Some(1)
+    );
+    assert_eq!(
+        rig.envoy
+            .stat("cluster.svc.outlier_detection.ejections_active"),
+        Some(1)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -448,6 +583,14 @@ fn validate(file: &Path) {
         .current_dir(workspace_root())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("OK"), "{} does not validate:\n{text}", file.display());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("OK"),
+        "{} does not validate:\n{text}",
+        file.display()
+    );
 }

@@ -7,6 +7,11 @@
 //! keep their order). Envoy buffers access logs: start it with a short
 //! `--file-flush-interval-msec` (EnvoyOptions does).
 //!
+//! The generated configs set `always_set_request_id_in_response`, so every
+//! response carries the `x-request-id` its log lines show: collect them and
+//! use [`AccessLog::wait_for_ids`], which is exact even when lines of
+//! earlier requests were still buffered when the mark was taken.
+//!
 //! ```text
 //! U <upstream host|-> <response flags|-> <upstream status|0> <x-request-id> <transport failure reason|->
 //! D <status> <response flags|-> <final upstream host|-> <attempt count|-> <x-request-id>
@@ -49,6 +54,20 @@ pub struct RequestLine {
     /// `%UPSTREAM_REQUEST_ATTEMPT_COUNT%` (0 when not set).
     pub attempts: u32,
     pub request_id: String,
+}
+
+impl RequestLine {
+    /// How many `U` lines this request should have: its attempt count, less
+    /// one when its last try found no host (`UH` no healthy upstream, `NC`
+    /// no cluster, `NR` no route: Envoy counts the try, logs no upstream
+    /// line).
+    pub fn expected_upstream_lines(&self) -> usize {
+        let no_host = self
+            .flags
+            .split(',')
+            .any(|f| matches!(f, "UH" | "NC" | "NR"));
+        (self.attempts as usize).saturating_sub(usize::from(no_host))
+    }
 }
 
 /// What a batch of requests did.
@@ -145,7 +164,13 @@ impl AccessLog {
                     let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
                     let request_id = field(parts.next());
                     let failure = field(parts.next());
-                    attempts.push(Attempt { host, flags, code, request_id, failure });
+                    attempts.push(Attempt {
+                        host,
+                        flags,
+                        code,
+                        request_id,
+                        failure,
+                    });
                 }
                 Some("D") => {
                     let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -153,7 +178,13 @@ impl AccessLog {
                     let host = host(parts.next());
                     let attempts = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
                     let request_id = field(parts.next());
-                    requests.push(RequestLine { code, flags, host, attempts, request_id });
+                    requests.push(RequestLine {
+                        code,
+                        flags,
+                        host,
+                        attempts,
+                        request_id,
+                    });
                 }
                 _ => {}
             }
@@ -161,25 +192,83 @@ impl AccessLog {
         (attempts, requests)
     }
 
+    /// Waits until each request id in `ids` has its `D` line (after `mark`)
+    /// and every attempt those lines announce has its `U` line (or 500 ms
+    /// more passed), or until `timeout`. Only lines of these ids are
+    /// returned, `D` lines in log order.
+    pub fn wait_for_ids<S: AsRef<str>>(
+        &self,
+        mark: u64,
+        ids: &[S],
+        timeout: Duration,
+    ) -> AttemptCounts {
+        let wanted: std::collections::BTreeSet<&str> = ids.iter().map(|s| s.as_ref()).collect();
+        let deadline = Instant::now() + timeout;
+        let mut all_requests_seen: Option<Instant> = None;
+        loop {
+            let (attempts, lines) = self.read_since(mark);
+            let attempts: Vec<Attempt> = attempts
+                .into_iter()
+                .filter(|a| wanted.contains(a.request_id.as_str()))
+                .collect();
+            let lines: Vec<RequestLine> = lines
+                .into_iter()
+                .filter(|r| wanted.contains(r.request_id.as_str()))
+                .collect();
+            let announced: usize = lines.iter().map(RequestLine::expected_upstream_lines).sum();
+            let now = Instant::now();
+            let seen: std::collections::BTreeSet<&str> =
+                lines.iter().map(|r| r.request_id.as_str()).collect();
+            if seen.len() >= wanted.len() {
+                let since = *all_requests_seen.get_or_insert(now);
+                let complete = attempts.len() >= announced;
+                if complete || now >= since + Duration::from_millis(500) || now >= deadline {
+                    return AttemptCounts {
+                        attempts,
+                        requests: lines,
+                        complete,
+                    };
+                }
+            } else if now >= deadline {
+                return AttemptCounts {
+                    attempts,
+                    requests: lines,
+                    complete: false,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits until `requests` `D` lines appeared after `mark` and every
     /// attempt they announce has its `U` line (or 500 ms more passed), or
     /// until `timeout`. Returns what was read either way; `complete` says
-    /// whether the counts add up.
+    /// whether the counts add up. Caveat: lines of earlier requests that
+    /// Envoy had not flushed yet when `mark` was taken are counted too;
+    /// prefer [`Self::wait_for_ids`].
     pub fn wait_requests(&self, mark: u64, requests: usize, timeout: Duration) -> AttemptCounts {
         let deadline = Instant::now() + timeout;
         let mut all_requests_seen: Option<Instant> = None;
         loop {
             let (attempts, lines) = self.read_since(mark);
-            let announced: usize = lines.iter().map(|r| r.attempts as usize).sum();
+            let announced: usize = lines.iter().map(RequestLine::expected_upstream_lines).sum();
             let now = Instant::now();
             if lines.len() >= requests {
                 let since = *all_requests_seen.get_or_insert(now);
                 let complete = attempts.len() >= announced;
                 if complete || now >= since + Duration::from_millis(500) || now >= deadline {
-                    return AttemptCounts { attempts, requests: lines, complete };
+                    return AttemptCounts {
+                        attempts,
+                        requests: lines,
+                        complete,
+                    };
                 }
             } else if now >= deadline {
-                return AttemptCounts { attempts, requests: lines, complete: false };
+                return AttemptCounts {
+                    attempts,
+                    requests: lines,
+                    complete: false,
+                };
             }
             std::thread::sleep(Duration::from_millis(10));
         }

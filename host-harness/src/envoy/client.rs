@@ -72,22 +72,33 @@ pub fn http_request(
     (&stream).write_all(&raw)?;
 
     let mut reader = HttpReader::new(DeadlineReader { stream, deadline });
-    let head = reader
-        .read_head()?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"))?;
+    let head = reader.read_head()?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        )
+    })?;
     let (status, headers) = parse_response_head(&head)?;
-    let body = if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
+    let body = if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status)
+    {
         Vec::new()
     } else {
         reader.read_body(&headers, true)?
     };
-    Ok(HttpResponse { status, headers, body })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn remaining(deadline: Instant) -> io::Result<Duration> {
     let now = Instant::now();
     if now >= deadline {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "HTTP request timed out"));
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "HTTP request timed out",
+        ));
     }
     Ok(deadline - now)
 }
@@ -100,11 +111,13 @@ struct DeadlineReader {
 
 impl Read for DeadlineReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.set_read_timeout(Some(remaining(self.deadline)?))?;
+        self.stream
+            .set_read_timeout(Some(remaining(self.deadline)?))?;
         match self.stream.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                Err(io::Error::new(io::ErrorKind::TimedOut, "HTTP request timed out"))
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "HTTP request timed out",
+            )),
             r => r,
         }
     }
@@ -118,7 +131,10 @@ pub(crate) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Op
 }
 
 fn find_header_ref<'a>(headers: &'a [(&str, &str)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
 }
 
 fn bad(msg: impl Into<String>) -> io::Error {
@@ -135,7 +151,9 @@ pub(crate) fn parse_head(head: &[u8]) -> io::Result<(String, Vec<(String, String
         if line.is_empty() {
             continue;
         }
-        let (k, v) = line.split_once(':').ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
     Ok((first, headers))
@@ -165,7 +183,10 @@ pub(crate) struct HttpReader<R> {
 
 impl<R: Read> HttpReader<R> {
     pub(crate) fn new(inner: R) -> Self {
-        HttpReader { inner, buf: Vec::new() }
+        HttpReader {
+            inner,
+            buf: Vec::new(),
+        }
     }
 
     /// Reads more bytes into the buffer; Ok(0) at end of stream.
@@ -191,7 +212,10 @@ impl<R: Read> HttpReader<R> {
                 if self.buf.is_empty() {
                     return Ok(None);
                 }
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream inside headers"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "end of stream inside headers",
+                ));
             }
         }
     }
@@ -210,13 +234,19 @@ impl<R: Read> HttpReader<R> {
             return self.read_chunked();
         }
         if let Some(len) = find_header(headers, "content-length") {
-            let len: usize = len.trim().parse().map_err(|_| bad(format!("bad content-length {len:?}")))?;
+            let len: usize = len
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("bad content-length {len:?}")))?;
             if len > MAX_BODY {
                 return Err(bad("body too large"));
             }
             while self.buf.len() < len {
                 if self.fill()? == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream inside body"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "end of stream inside body",
+                    ));
                 }
             }
             return Ok(self.buf.drain(..len).collect());
@@ -242,7 +272,10 @@ impl<R: Read> HttpReader<R> {
                 return Err(bad("body too large"));
             }
             if self.fill()? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream inside chunked body"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "end of stream inside chunked body",
+                ));
             }
         }
     }
@@ -259,16 +292,22 @@ fn parse_chunked(buf: &[u8]) -> io::Result<Option<(Vec<u8>, usize)>> {
     let mut body = Vec::new();
     loop {
         let rest = buf.get(pos..).unwrap_or(&[]);
-        let Some(eol) = find(rest, b"\r\n") else { return Ok(None) };
-        let line = std::str::from_utf8(rest.get(..eol).unwrap_or(&[])).map_err(|_| bad("bad chunk size"))?;
+        let Some(eol) = find(rest, b"\r\n") else {
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(rest.get(..eol).unwrap_or(&[]))
+            .map_err(|_| bad("bad chunk size"))?;
         let size_text = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad(format!("bad chunk size {line:?}")))?;
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
         pos += eol + 2;
         if size == 0 {
             // Trailers, then a blank line.
             loop {
                 let rest = buf.get(pos..).unwrap_or(&[]);
-                let Some(eol) = find(rest, b"\r\n") else { return Ok(None) };
+                let Some(eol) = find(rest, b"\r\n") else {
+                    return Ok(None);
+                };
                 pos += eol + 2;
                 if eol == 0 {
                     return Ok(Some((body, pos)));

@@ -53,7 +53,8 @@ const TYPE_HCM: &str =
 const TYPE_ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const TYPE_WASM: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const TYPE_STRING: &str = "type.googleapis.com/google.protobuf.StringValue";
-const TYPE_FILE_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+const TYPE_FILE_LOG: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 const TYPE_OVERRIDE_HOST: &str =
     "type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost";
 const TYPE_ROUND_ROBIN: &str =
@@ -168,13 +169,20 @@ impl Default for Node {
 
 impl Node {
     pub fn with_labels(labels: BTreeMap<String, String>) -> Node {
-        Node { labels, ..Node::default() }
+        Node {
+            labels,
+            ..Node::default()
+        }
     }
 
     pub fn to_json(&self) -> Value {
         let mut node = json!({ "id": self.id, "cluster": self.cluster });
         let mut locality = Map::new();
-        for (key, label) in [("region", LABEL_REGION), ("zone", LABEL_ZONE), ("sub_zone", LABEL_SUBZONE)] {
+        for (key, label) in [
+            ("region", LABEL_REGION),
+            ("zone", LABEL_ZONE),
+            ("sub_zone", LABEL_SUBZONE),
+        ] {
             if let Some(v) = self.labels.get(label) {
                 locality.insert(key.into(), json!(v));
             }
@@ -292,7 +300,9 @@ fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
     }
 }
 
@@ -313,13 +323,19 @@ pub enum Steering {
 
 impl Steering {
     pub fn override_host() -> Steering {
-        Steering::OverrideHost { header: DEFAULT_OVERRIDE_HEADER.into() }
+        Steering::OverrideHost {
+            header: DEFAULT_OVERRIDE_HEADER.into(),
+        }
     }
     pub fn original_dst() -> Steering {
-        Steering::OriginalDst { header: DEFAULT_ORIGINAL_DST_HEADER.into() }
+        Steering::OriginalDst {
+            header: DEFAULT_ORIGINAL_DST_HEADER.into(),
+        }
     }
     pub fn route_header() -> Steering {
-        Steering::RouteHeader { header: DEFAULT_ROUTE_HEADER.into() }
+        Steering::RouteHeader {
+            header: DEFAULT_ROUTE_HEADER.into(),
+        }
     }
     pub fn header(&self) -> &str {
         match self {
@@ -443,8 +459,11 @@ impl FilterModeConfig {
                 .cluster_names()
                 .iter()
                 .map(|backend| {
-                    let members: Vec<&Endpoint> =
-                        self.endpoints.iter().filter(|e| e.backend_name() == backend).collect();
+                    let members: Vec<&Endpoint> = self
+                        .endpoints
+                        .iter()
+                        .filter(|e| e.backend_name() == backend)
+                        .collect();
                     json!({
                         "name": backend,
                         "type": "STATIC",
@@ -665,7 +684,13 @@ impl NativeModeConfig {
 
     pub fn bootstrap(&self, layout: &Layout) -> Value {
         let route = json!({ "cluster": self.cluster_name });
-        let listener = listener(&self.frontend, layout, route, self.retry.as_ref(), Vec::new());
+        let listener = listener(
+            &self.frontend,
+            layout,
+            route,
+            self.retry.as_ref(),
+            Vec::new(),
+        );
         json!({
             "node": self.node.to_json(),
             "admin": admin(&self.frontend),
@@ -713,7 +738,10 @@ fn pretty(v: &Value) -> String {
 
 /// A CDS file (`DiscoveryResponse`) holding `clusters`.
 pub fn cds_file(version: &str, clusters: &[Value]) -> Value {
-    let resources: Vec<Value> = clusters.iter().map(|c| with_type(c, TYPE_CLUSTER)).collect();
+    let resources: Vec<Value> = clusters
+        .iter()
+        .map(|c| with_type(c, TYPE_CLUSTER))
+        .collect();
     json!({ "version_info": version, "resources": resources })
 }
 
@@ -738,7 +766,10 @@ fn with_type(v: &Value, type_url: &str) -> Value {
 /// `watched_directory` reacts to).
 pub fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)
@@ -766,9 +797,14 @@ fn load_assignment(cluster: &str, endpoints: Vec<&Endpoint>, by_priority: bool) 
         let get = |k: &str| e.labels.get(k).cloned().unwrap_or_default();
         (get(LABEL_REGION), get(LABEL_ZONE), get(LABEL_SUBZONE))
     };
-    let mut groups: Vec<((u32, (String, String, String)), Vec<&Endpoint>)> = Vec::new();
+    type Group<'a> = ((u32, (String, String, String)), Vec<&'a Endpoint>);
+    let mut groups: Vec<Group> = Vec::new();
     for e in endpoints {
-        let key = if by_priority { (e.priority, locality_of(e)) } else { (0, Default::default()) };
+        let key = if by_priority {
+            (e.priority, locality_of(e))
+        } else {
+            (0, Default::default())
+        };
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push(e),
             None => groups.push((key, vec![e])),
@@ -826,7 +862,10 @@ fn listener(
     if let Some(r) = retry {
         route["retry_policy"] = r.to_json();
     }
-    let log_path = frontend.access_log.clone().unwrap_or_else(|| layout.access_log());
+    let log_path = frontend
+        .access_log
+        .clone()
+        .unwrap_or_else(|| layout.access_log());
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": {
@@ -842,6 +881,8 @@ fn listener(
             "typed_config": {
                 "@type": TYPE_HCM,
                 "stat_prefix": LISTENER_NAME,
+                // The client learns each request's id and can find its log lines.
+                "always_set_request_id_in_response": true,
                 "access_log": [file_log(&log_path, DOWNSTREAM_FORMAT)],
                 "route_config": {
                     "name": "local",
@@ -900,15 +941,27 @@ fn example_endpoints() -> Vec<Endpoint> {
 }
 
 fn example_node() -> Node {
-    let labels = [(LABEL_NETWORK, "net-1"), (LABEL_REGION, "us-east-1"), (LABEL_ZONE, "us-east-1a")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Node { id: "waypoint-example".into(), cluster: "waypoint".into(), labels }
+    let labels = [
+        (LABEL_NETWORK, "net-1"),
+        (LABEL_REGION, "us-east-1"),
+        (LABEL_ZONE, "us-east-1a"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Node {
+        id: "waypoint-example".into(),
+        cluster: "waypoint".into(),
+        labels,
+    }
 }
 
 fn example_frontend() -> Frontend {
-    Frontend { listener_port: 10000, admin_port: 9901, ..Frontend::default() }
+    Frontend {
+        listener_port: 10000,
+        admin_port: 9901,
+        ..Frontend::default()
+    }
 }
 
 /// One example: a bootstrap and its xDS file, as JSON.
@@ -948,7 +1001,10 @@ impl ExampleConfig {
                 text: example_header(&self.mode, &self.description, &self.xds_file, self.wasm)
                     + &to_yaml(&self.bootstrap),
             },
-            ExampleFile { name: self.xds_file.clone(), text: xds_comment + &to_yaml(&self.xds) },
+            ExampleFile {
+                name: self.xds_file.clone(),
+                text: xds_comment + &to_yaml(&self.xds),
+            },
         ]
     }
 
@@ -999,14 +1055,30 @@ pub fn example_configs() -> Vec<ExampleConfig> {
         replace_strings(v, &placeholder.cds().to_string_lossy(), &xds_path);
         replace_strings(v, &placeholder.eds().to_string_lossy(), &xds_path);
         replace_strings(v, &placeholder.xds_dir().to_string_lossy(), EXAMPLE_DIR);
-        replace_strings(v, &placeholder.access_log().to_string_lossy(), "/dev/stdout");
+        replace_strings(
+            v,
+            &placeholder.access_log().to_string_lossy(),
+            "/dev/stdout",
+        );
         replace_strings(v, "/WASM", EXAMPLE_WASM);
     };
     let mut out = Vec::new();
     let steerings = [
-        ("override-host", Steering::override_host(), "override_host load balancing policy reading the header"),
-        ("original-dst", Steering::original_dst(), "ORIGINAL_DST cluster reading the header"),
-        ("route-header", Steering::route_header(), "route cluster_header, one cluster per backend"),
+        (
+            "override-host",
+            Steering::override_host(),
+            "override_host load balancing policy reading the header",
+        ),
+        (
+            "original-dst",
+            Steering::original_dst(),
+            "ORIGINAL_DST cluster reading the header",
+        ),
+        (
+            "route-header",
+            Steering::route_header(),
+            "route cluster_header, one cluster per backend",
+        ),
     ];
     for (mode, steering, what) in steerings {
         let plugin_config = json!({
@@ -1034,7 +1106,10 @@ pub fn example_configs() -> Vec<ExampleConfig> {
     }
     let mut native = NativeModeConfig::new(example_endpoints());
     native.node = example_node();
-    native.retry = Some(RetryPolicy { previous_hosts: true, ..RetryPolicy::new(2, "connect-failure,5xx") });
+    native.retry = Some(RetryPolicy {
+        previous_hosts: true,
+        ..RetryPolicy::new(2, "connect-failure,5xx")
+    });
     native.healthy_panic_threshold = Some(0.0);
     native.outlier = Some(OutlierDetection {
         consecutive_5xx: 2,
@@ -1049,7 +1124,9 @@ pub fn example_configs() -> Vec<ExampleConfig> {
     fix(&mut bootstrap, &xds_file);
     out.push(ExampleConfig {
         mode: "native-eds".into(),
-        description: "no filter: Envoy's own priorities, round robin and outlier detection on an EDS cluster".into(),
+        description:
+            "no filter: Envoy's own priorities, round robin and outlier detection on an EDS cluster"
+                .into(),
         wasm: false,
         bootstrap,
         xds_file,
@@ -1060,7 +1137,10 @@ pub fn example_configs() -> Vec<ExampleConfig> {
 
 /// Every example file ([`ExampleConfig::files`] of [`example_configs`]).
 pub fn example_files() -> Vec<ExampleFile> {
-    example_configs().iter().flat_map(ExampleConfig::files).collect()
+    example_configs()
+        .iter()
+        .flat_map(ExampleConfig::files)
+        .collect()
 }
 
 fn example_header(mode: &str, what: &str, xds_file: &str, wasm: bool) -> String {
@@ -1205,13 +1285,17 @@ fn scalar(v: &Value) -> String {
 
 fn yaml_string(s: &str) -> String {
     const RESERVED: &[&str] = &[
-        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~", "True", "False", "Yes", "No", "On",
-        "Off", "Y", "N", "NULL", "Null", "TRUE", "FALSE", "YES", "NO", "ON", "OFF",
+        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~", "True", "False", "Yes",
+        "No", "On", "Off", "Y", "N", "NULL", "Null", "TRUE", "FALSE", "YES", "NO", "ON", "OFF",
     ];
     let safe_chars = s
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'));
-    let starts_ok = s.chars().next().map(|c| c.is_ascii_alphabetic() || c == '/' || c == '_').unwrap_or(false);
+    let starts_ok = s
+        .chars()
+        .next()
+        .map(|c| c.is_ascii_alphabetic() || c == '/' || c == '_')
+        .unwrap_or(false);
     if safe_chars && starts_ok && !RESERVED.contains(&s) {
         s.to_string()
     } else {
@@ -1235,7 +1319,7 @@ mod tests {
         let v = json!({"@type": "x", "n": "n", "a": [{"b": 1, "c": "10.0.0.1:80"}], "e": {}, "f": ["s"]});
         let y = to_yaml(&v);
         assert!(y.contains("\"@type\": x\n"), "{y}");
-        assert!(y.contains("n: \"n\"\n"), "{y}");
+        assert!(y.contains("\"n\": \"n\"\n"), "{y}");
         assert!(y.contains("a:\n- b: 1\n  c: \"10.0.0.1:80\"\n"), "{y}");
         assert!(y.contains("e: {}\n"), "{y}");
         assert!(y.contains("f:\n- s\n"), "{y}");

@@ -23,8 +23,8 @@ pub mod upstream;
 pub use accesslog::{AccessLog, Attempt, AttemptCounts, RequestLine};
 pub use client::{http_get, http_request, HttpResponse};
 pub use config::{
-    Endpoint, FilterModeConfig, LbPolicy, NativeModeConfig, Node, OutlierDetection, RetryPolicy,
-    Steering, WasmFilter,
+    Endpoint, FilterModeConfig, Frontend, Generated, Layout, LbPolicy, NativeModeConfig, Node,
+    OutlierDetection, RetryPolicy, Steering, WasmFilter,
 };
 pub use process::{envoy_binary, EnvoyError, EnvoyOptions, EnvoyProcess, HostStatus};
 pub use upstream::{RecordedRequest, UpstreamState, Upstreams};

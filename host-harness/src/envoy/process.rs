@@ -48,7 +48,11 @@ pub enum EnvoyError {
     #[error("admin {path}: {message}")]
     Admin { path: String, message: String },
     #[error("xDS update {version} of {file} rejected; log tail:\n{log}")]
-    Rejected { file: String, version: String, log: String },
+    Rejected {
+        file: String,
+        version: String,
+        log: String,
+    },
     #[error("timed out waiting for {0}")]
     Timeout(String),
 }
@@ -176,9 +180,19 @@ fn socket_address_text(v: &Value) -> Option<String> {
 /// `ip:port` of every endpoint of a `ClusterLoadAssignment`, with priority.
 fn expected_hosts(cla: &Value) -> BTreeSet<(String, u32)> {
     let mut out = BTreeSet::new();
-    for group in cla.get("endpoints").and_then(Value::as_array).into_iter().flatten() {
+    for group in cla
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let priority = group.get("priority").and_then(as_u64).unwrap_or(0) as u32;
-        for e in group.get("lb_endpoints").and_then(Value::as_array).into_iter().flatten() {
+        for e in group
+            .get("lb_endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(a) = e.pointer("/endpoint/address").and_then(socket_address_text) {
                 out.insert((a, priority));
             }
@@ -189,7 +203,11 @@ fn expected_hosts(cla: &Value) -> BTreeSet<(String, u32)> {
 
 impl EnvoyProcess {
     /// Writes `generated` into `layout` and starts Envoy on it.
-    pub fn start(layout: &Layout, generated: &Generated, opts: &EnvoyOptions) -> Result<EnvoyProcess, EnvoyError> {
+    pub fn start(
+        layout: &Layout,
+        generated: &Generated,
+        opts: &EnvoyOptions,
+    ) -> Result<EnvoyProcess, EnvoyError> {
         generated.write(layout)?;
         Self::spawn(layout, opts)
     }
@@ -207,7 +225,9 @@ impl EnvoyProcess {
         for _ in 0..3 {
             match Self::spawn_once(&binary, layout, opts) {
                 Ok(p) => return Ok(p),
-                Err(EnvoyError::Exited { status, log }) if log.contains("base_id") || log.contains("shared memory") => {
+                Err(EnvoyError::Exited { status, log })
+                    if log.contains("base_id") || log.contains("shared memory") =>
+                {
                     last_err = Some(EnvoyError::Exited { status, log });
                 }
                 Err(e) => return Err(e),
@@ -216,7 +236,11 @@ impl EnvoyProcess {
         Err(last_err.unwrap_or(EnvoyError::NotFound))
     }
 
-    fn spawn_once(binary: &Path, layout: &Layout, opts: &EnvoyOptions) -> Result<EnvoyProcess, EnvoyError> {
+    fn spawn_once(
+        binary: &Path,
+        layout: &Layout,
+        opts: &EnvoyOptions,
+    ) -> Result<EnvoyProcess, EnvoyError> {
         let base_id = next_base_id();
         let admin_file = layout.admin_address_file();
         let _ = std::fs::remove_file(&admin_file);
@@ -229,7 +253,10 @@ impl EnvoyProcess {
             .args(["-l", &opts.log_level])
             .arg("--admin-address-path")
             .arg(&admin_file)
-            .args(["--file-flush-interval-msec", &opts.file_flush_interval_ms.to_string()])
+            .args([
+                "--file-flush-interval-msec",
+                &opts.file_flush_interval_ms.to_string(),
+            ])
             .args(&opts.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
@@ -275,19 +302,29 @@ impl EnvoyProcess {
     }
 
     fn not_ready(&self, waited: Duration) -> EnvoyError {
-        EnvoyError::NotReady { waited, log: self.log_tail(40) }
+        EnvoyError::NotReady {
+            waited,
+            log: self.log_tail(40),
+        }
     }
 
     fn check_alive(&self) -> Result<(), EnvoyError> {
         if let Ok(Some(status)) = lock(&self.child).try_wait() {
-            return Err(EnvoyError::Exited { status: status.to_string(), log: self.log_tail(40) });
+            return Err(EnvoyError::Exited {
+                status: status.to_string(),
+                log: self.log_tail(40),
+            });
         }
         Ok(())
     }
 
     fn listeners_bound(&self) -> bool {
-        let Ok(v) = self.admin_json("/listeners?format=json") else { return false };
-        let Some(list) = v.get("listener_statuses").and_then(Value::as_array) else { return false };
+        let Ok(v) = self.admin_json("/listeners?format=json") else {
+            return false;
+        };
+        let Some(list) = v.get("listener_statuses").and_then(Value::as_array) else {
+            return false;
+        };
         !list.is_empty()
             && list.iter().all(|l| {
                 l.get("local_address")
@@ -341,8 +378,12 @@ impl EnvoyProcess {
     }
 
     fn admin_call(&self, method: &str, path: &str) -> Result<String, EnvoyError> {
-        let r = http_request(self.admin, method, path, &[], &[], Duration::from_secs(5))
-            .map_err(|e| EnvoyError::Admin { path: path.into(), message: e.to_string() })?;
+        let r = http_request(self.admin, method, path, &[], &[], Duration::from_secs(5)).map_err(
+            |e| EnvoyError::Admin {
+                path: path.into(),
+                message: e.to_string(),
+            },
+        )?;
         if r.status != 200 {
             return Err(EnvoyError::Admin {
                 path: path.into(),
@@ -354,14 +395,19 @@ impl EnvoyProcess {
 
     fn admin_json(&self, path: &str) -> Result<Value, EnvoyError> {
         let text = self.admin_get(path)?;
-        serde_json::from_str(&text).map_err(|e| EnvoyError::Admin { path: path.into(), message: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| EnvoyError::Admin {
+            path: path.into(),
+            message: e.to_string(),
+        })
     }
 
     /// One counter or gauge by its full name, from `/stats?format=json`.
     /// None when it does not exist (yet).
     pub fn stat(&self, name: &str) -> Option<u64> {
         let filter = percent_encode(&format!("^{}$", regex_escape(name)));
-        let v = self.admin_json(&format!("/stats?format=json&filter={filter}")).ok()?;
+        let v = self
+            .admin_json(&format!("/stats?format=json&filter={filter}"))
+            .ok()?;
         v.get("stats")?
             .as_array()?
             .iter()
@@ -375,8 +421,16 @@ impl EnvoyProcess {
         let filter = percent_encode(&format!("^{}", regex_escape(prefix)));
         let mut out = BTreeMap::new();
         if let Ok(v) = self.admin_json(&format!("/stats?format=json&filter={filter}")) {
-            for s in v.get("stats").and_then(Value::as_array).into_iter().flatten() {
-                if let (Some(n), Some(x)) = (s.get("name").and_then(Value::as_str), s.get("value").and_then(as_u64)) {
+            for s in v
+                .get("stats")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let (Some(n), Some(x)) = (
+                    s.get("name").and_then(Value::as_str),
+                    s.get("value").and_then(as_u64),
+                ) {
                     out.insert(n.to_string(), x);
                 }
             }
@@ -403,10 +457,11 @@ impl EnvoyProcess {
 
     /// The generated configs' HTTP listener (`ingress`).
     pub fn listener(&self) -> Result<SocketAddr, EnvoyError> {
-        self.listener_addr(LISTENER_NAME).ok_or_else(|| EnvoyError::Admin {
-            path: "/listeners".into(),
-            message: format!("no listener named {LISTENER_NAME}"),
-        })
+        self.listener_addr(LISTENER_NAME)
+            .ok_or_else(|| EnvoyError::Admin {
+                path: "/listeners".into(),
+                message: format!("no listener named {LISTENER_NAME}"),
+            })
     }
 
     /// The hosts of one cluster, from `/clusters?format=json`; Ok(empty)
@@ -419,19 +474,39 @@ impl EnvoyProcess {
             .into_iter()
             .flatten()
             .find(|c| c.get("name").and_then(Value::as_str) == Some(cluster))
-            .ok_or_else(|| EnvoyError::Admin { path: "/clusters".into(), message: format!("no cluster {cluster}") })?;
+            .ok_or_else(|| EnvoyError::Admin {
+                path: "/clusters".into(),
+                message: format!("no cluster {cluster}"),
+            })?;
         let mut out = Vec::new();
-        for h in c.get("host_statuses").and_then(Value::as_array).into_iter().flatten() {
+        for h in c
+            .get("host_statuses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let mut stats = BTreeMap::new();
-            for s in h.get("stats").and_then(Value::as_array).into_iter().flatten() {
+            for s in h
+                .get("stats")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(n) = s.get("name").and_then(Value::as_str) {
                     stats.insert(n.to_string(), s.get("value").and_then(as_u64).unwrap_or(0));
                 }
             }
             let health = h.get("health_status");
             out.push(HostStatus {
-                address: h.get("address").and_then(socket_address_text).unwrap_or_default(),
-                hostname: h.get("hostname").and_then(Value::as_str).unwrap_or("").to_string(),
+                address: h
+                    .get("address")
+                    .and_then(socket_address_text)
+                    .unwrap_or_default(),
+                hostname: h
+                    .get("hostname")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 priority: h.get("priority").and_then(as_u64).unwrap_or(0) as u32,
                 weight: h.get("weight").and_then(as_u64).unwrap_or(1) as u32,
                 stats,
@@ -458,7 +533,11 @@ impl EnvoyProcess {
     /// if `update_rejected` did), no cluster is warming, and each cluster
     /// with a `load_assignment` shows exactly those hosts in `/clusters`.
     /// Returns the version written.
-    pub fn apply_clusters(&self, clusters: &[Value], timeout: Duration) -> Result<String, EnvoyError> {
+    pub fn apply_clusters(
+        &self,
+        clusters: &[Value],
+        timeout: Duration,
+    ) -> Result<String, EnvoyError> {
         let version = self.next_version();
         let file = self.layout.cds();
         self.apply(
@@ -471,11 +550,18 @@ impl EnvoyProcess {
         )?;
         let deadline = Instant::now() + timeout;
         let remaining = || deadline.saturating_duration_since(Instant::now());
-        if !self.wait_for(remaining(), |e| e.stat("cluster_manager.warming_clusters").unwrap_or(0) == 0) {
-            return Err(EnvoyError::Timeout(format!("CDS version {version}: clusters still warming")));
+        if !self.wait_for(remaining(), |e| {
+            e.stat("cluster_manager.warming_clusters").unwrap_or(0) == 0
+        }) {
+            return Err(EnvoyError::Timeout(format!(
+                "CDS version {version}: clusters still warming"
+            )));
         }
         for c in clusters {
-            let (Some(name), Some(cla)) = (c.get("name").and_then(Value::as_str), c.get("load_assignment")) else {
+            let (Some(name), Some(cla)) = (
+                c.get("name").and_then(Value::as_str),
+                c.get("load_assignment"),
+            ) else {
                 continue;
             };
             let want: BTreeSet<String> = expected_hosts(cla).into_iter().map(|(a, _)| a).collect();
@@ -485,7 +571,9 @@ impl EnvoyProcess {
                     .unwrap_or(false)
             });
             if !ok {
-                return Err(EnvoyError::Timeout(format!("CDS version {version}: hosts of cluster {name}")));
+                return Err(EnvoyError::Timeout(format!(
+                    "CDS version {version}: hosts of cluster {name}"
+                )));
             }
         }
         Ok(version)
@@ -495,7 +583,11 @@ impl EnvoyProcess {
     /// until Envoy applied it: `cluster.<name>.update_success` went up (Err
     /// if `update_rejected` did) and `/clusters` shows exactly those hosts
     /// at those priorities. Returns the version written.
-    pub fn apply_load_assignment(&self, load_assignment: &Value, timeout: Duration) -> Result<String, EnvoyError> {
+    pub fn apply_load_assignment(
+        &self,
+        load_assignment: &Value,
+        timeout: Duration,
+    ) -> Result<String, EnvoyError> {
         let name = load_assignment
             .get("cluster_name")
             .and_then(Value::as_str)
@@ -514,11 +606,18 @@ impl EnvoyProcess {
         let want = expected_hosts(load_assignment);
         let ok = self.wait_for(timeout, |e| {
             e.hosts(&name)
-                .map(|hs| hs.into_iter().map(|h| (h.address, h.priority)).collect::<BTreeSet<_>>() == want)
+                .map(|hs| {
+                    hs.into_iter()
+                        .map(|h| (h.address, h.priority))
+                        .collect::<BTreeSet<_>>()
+                        == want
+                })
                 .unwrap_or(false)
         });
         if !ok {
-            return Err(EnvoyError::Timeout(format!("EDS version {version}: hosts of cluster {name}")));
+            return Err(EnvoyError::Timeout(format!(
+                "EDS version {version}: hosts of cluster {name}"
+            )));
         }
         Ok(version)
     }
@@ -552,7 +651,10 @@ impl EnvoyProcess {
                 version: version.into(),
                 log: self.log_tail(20),
             }),
-            None => Err(EnvoyError::Timeout(format!("{success} after writing {}", file.display()))),
+            None => Err(EnvoyError::Timeout(format!(
+                "{success} after writing {}",
+                file.display()
+            ))),
         }
     }
 
@@ -563,7 +665,10 @@ impl EnvoyProcess {
         let mut child = lock(&self.child);
         let _ = child.kill();
         let _ = child.wait();
-        let _ = std::fs::remove_file(format!("/dev/shm/envoy_shared_memory_{}", u64::from(self.base_id) * 10));
+        let _ = std::fs::remove_file(format!(
+            "/dev/shm/envoy_shared_memory_{}",
+            u64::from(self.base_id) * 10
+        ));
     }
 }
 

@@ -114,7 +114,10 @@ impl Upstreams {
         for name in names {
             let name = name.as_ref().to_string();
             if servers.iter().any(|s| s.name == name) {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("duplicate upstream name {name:?}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("duplicate upstream name {name:?}"),
+                ));
             }
             let listener = bind(SocketAddr::from((next_loopback_ip(), 0)))?;
             let addr = listener.local_addr()?;
@@ -141,14 +144,19 @@ impl Upstreams {
                     .spawn(move || accept_loop(s))?,
             );
         }
-        Ok(Upstreams { servers, accept_threads })
+        Ok(Upstreams {
+            servers,
+            accept_threads,
+        })
     }
 
     fn server(&self, name: &str) -> io::Result<&Arc<Server>> {
-        self.servers
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no upstream named {name:?}")))
+        self.servers.iter().find(|s| s.name == name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no upstream named {name:?}"),
+            )
+        })
     }
 
     /// Names, in start order.
@@ -171,7 +179,10 @@ impl Upstreams {
 
     /// Map `ip:port` text -> name, for translating Envoy's host addresses.
     pub fn address_map(&self) -> BTreeMap<String, String> {
-        self.servers.iter().map(|s| (s.addr.to_string(), s.name.clone())).collect()
+        self.servers
+            .iter()
+            .map(|s| (s.addr.to_string(), s.name.clone()))
+            .collect()
     }
 
     pub fn state(&self, name: &str) -> Option<UpstreamState> {
@@ -207,7 +218,9 @@ impl Upstreams {
 
     /// Requests answered by one upstream (any status).
     pub fn answered(&self, name: &str) -> u64 {
-        self.server(name).map(|s| s.answered.load(Ordering::SeqCst)).unwrap_or(0)
+        self.server(name)
+            .map(|s| s.answered.load(Ordering::SeqCst))
+            .unwrap_or(0)
     }
 
     /// Requests answered, per name (every upstream listed, zeros included).
@@ -220,7 +233,9 @@ impl Upstreams {
 
     /// Connections accepted by one upstream so far.
     pub fn connections_accepted(&self, name: &str) -> u64 {
-        self.server(name).map(|s| s.accepted.load(Ordering::SeqCst)).unwrap_or(0)
+        self.server(name)
+            .map(|s| s.accepted.load(Ordering::SeqCst))
+            .unwrap_or(0)
     }
 
     /// Connections currently open on one upstream.
@@ -238,7 +253,9 @@ impl Upstreams {
 
     /// Requests recorded by one upstream (at most the last 10 000).
     pub fn requests(&self, name: &str) -> Vec<RecordedRequest> {
-        self.server(name).map(|s| lock(&s.recorded).clone()).unwrap_or_default()
+        self.server(name)
+            .map(|s| lock(&s.recorded).clone())
+            .unwrap_or_default()
     }
 }
 
@@ -318,7 +335,10 @@ fn accept_loop(s: Arc<Server>) {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 fn reason(status: u16) -> &'static str {
@@ -385,7 +405,12 @@ fn serve_requests(s: &Server, stream: &TcpStream) -> io::Result<()> {
             if rec.len() >= MAX_RECORDED {
                 rec.remove(0);
             }
-            rec.push(RecordedRequest { method, path, headers, status });
+            rec.push(RecordedRequest {
+                method,
+                path,
+                headers,
+                status,
+            });
         }
         // Count before answering: once the client sees the answer, the count
         // includes it.
