@@ -124,6 +124,8 @@ pub fn attribute(list: &[String], answer: &FinalAnswer, shape: RetryShape) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn list(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

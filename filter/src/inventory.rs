@@ -219,6 +219,8 @@ fn validate(index: usize, spec: &EndpointSpec) -> Result<Endpoint, InventoryErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn spec(address: &str) -> EndpointSpec {
         EndpointSpec {

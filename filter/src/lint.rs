@@ -157,6 +157,8 @@ fn check_object(value: &serde_json::Value, path: &str, known: &[&str], out: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
     use serde_json::json;
 
     #[test]

@@ -102,6 +102,8 @@ fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn round_trips_an_inventory() {

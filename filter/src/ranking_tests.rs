@@ -1,4 +1,6 @@
 use super::*;
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use crate::config::{TrafficDistribution, LABEL_HOSTNAME};
 use crate::inventory::EndpointSpec;
