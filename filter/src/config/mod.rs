@@ -275,13 +275,17 @@ impl Settings {
     }
 
     pub fn from_config(raw: &PluginConfig) -> Result<Settings, ConfigError> {
-        Ok(Settings {
+        let settings = Settings {
             policy: Policy::from_config(raw)?,
             inventory: inventory_source(raw.inventory.as_ref())?,
             steering: steering(raw.steering.as_ref())?,
             locality_override: locality_override(raw.locality.as_ref()),
             shared_prefix: shared_prefix(raw.shared_data_prefix.as_deref())?,
-        })
+        };
+        if settings.steering.mode == SteeringMode::RouteHeader {
+            route_header_inventory(&settings.inventory)?;
+        }
+        Ok(settings)
     }
 }
 
@@ -676,6 +680,25 @@ fn steering(cfg: Option<&SteeringConfig>) -> Result<Steering, ConfigError> {
             1
         },
     })
+}
+
+/// Route-header steering chooses the route, so the routed cluster (and its
+/// metadata) cannot tell the filter the inventory: it must come from the
+/// plugin configuration, each endpoint naming its backend.
+fn route_header_inventory(inventory: &InventorySource) -> Result<(), ConfigError> {
+    let InventorySource::Config(endpoints) = inventory else {
+        return Err(field_error(
+            "inventory.source",
+            "route-header steering needs the inventory in the plugin configuration (inventory.endpoints, each with a `backend`): the route, and so the cluster metadata, depends on the header the filter writes",
+        ));
+    };
+    match endpoints.iter().position(|e| e.backend.as_deref().is_none_or(str::is_empty)) {
+        Some(i) => Err(field_error(
+            format!("inventory.endpoints[{i}].backend"),
+            "missing: route-header steering writes the backend name of the chosen endpoint",
+        )),
+        None => Ok(()),
+    }
 }
 
 fn locality_override(cfg: Option<&LocalityConfig>) -> Labels {

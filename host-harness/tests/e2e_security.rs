@@ -1,0 +1,145 @@
+//! No client-chosen upstream, on the real Envoy: a request that carries its
+//! own steering header (override list, original-dst address, route header)
+//! never reaches an address or backend outside the filter's choice.
+//! Skips (printing SKIP) when `envoy` is not installed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use host_harness::envoy::config::{FilterModeConfig, Layout, Node, Steering};
+use host_harness::envoy::{
+    envoy_binary, http_get, Endpoint, EnvoyOptions, EnvoyProcess, TempDir, Upstreams, WasmFilter,
+};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(5);
+
+/// The release filter, built now (a no-op when it is up to date), so the
+/// test never runs a stale `.wasm`.
+fn wasm() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "--release", "-p", "locality-failover", "--target", "wasm32-wasip1"])
+        .current_dir(&root)
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the filter failed");
+    root.join("target/wasm32-wasip1/release/locality_failover.wasm")
+}
+
+fn labels(zone: &str) -> BTreeMap<String, String> {
+    let region = &zone[..zone.len() - 1];
+    let network = if region == "us-east-1" { "net1" } else { "net2" };
+    [
+        ("topology.istio.io/network", network),
+        ("topology.kubernetes.io/region", region),
+        ("topology.kubernetes.io/zone", zone),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Upstreams `local` (us-east-1a, the filter's pick), `far` (us-west-2a, in
+/// the inventory) and `rogue` (listening, in no inventory).
+struct Rig {
+    envoy: EnvoyProcess,
+    ups: Upstreams,
+    _dir: TempDir,
+}
+
+fn rig(steering: Steering, steering_config: serde_json::Value) -> Option<Rig> {
+    if envoy_binary().is_none() {
+        eprintln!("SKIP: envoy not on PATH");
+        return None;
+    }
+    let ups = Upstreams::start(&["local", "far", "rogue"]).expect("upstreams");
+    let endpoint = |name: &str, zone: &str| {
+        let mut e = Endpoint::new(name, ups.addr(name).expect("addr"));
+        e.labels = labels(zone);
+        e
+    };
+    let endpoints = vec![endpoint("local", "us-east-1a"), endpoint("far", "us-west-2a")];
+    let inline: Vec<serde_json::Value> = endpoints
+        .iter()
+        .map(|e| json!({"address": e.address.to_string(), "name": e.name, "labels": e.labels, "backend": e.backend_name()}))
+        .collect();
+    let mut steering_config = steering_config;
+    let mut plugin = json!({
+        "trafficPolicy": {
+            "loadBalancer": {"simple": "ROUND_ROBIN", "localityLbSetting": {"failoverPriority": [
+                "topology.istio.io/network", "topology.kubernetes.io/region", "topology.kubernetes.io/zone"]}},
+            "outlierDetection": {"consecutive5xxErrors": 5, "maxEjectionPercent": 50}},
+    });
+    if steering_config["mode"] == "route-header" {
+        // The route depends on the header: the inventory comes from the config.
+        plugin["inventory"] = json!({"source": "config", "endpoints": inline});
+    }
+    plugin["steering"] = steering_config.take();
+    let mut cfg = FilterModeConfig::new(steering, endpoints);
+    cfg.node = Node::with_labels(labels("us-east-1a"));
+    cfg.wasm = Some(WasmFilter::new(wasm(), plugin.to_string()));
+    let dir = TempDir::new("security").expect("temp dir");
+    let layout = Layout::new(dir.path());
+    let envoy = EnvoyProcess::start(&layout, &cfg.generate(&layout), &EnvoyOptions::default())
+        .unwrap_or_else(|e| panic!("envoy did not start: {e}"));
+    Some(Rig { envoy, ups, _dir: dir })
+}
+
+impl Rig {
+    fn get(&self, headers: &[(&str, &str)]) -> (u16, String) {
+        let listener = self.envoy.listener().expect("listener");
+        let r = http_get(listener, "/", headers, T)
+            .unwrap_or_else(|e| panic!("request failed: {e}\n{}", self.envoy.log_tail(30)));
+        (r.status, r.text())
+    }
+
+    fn addr(&self, name: &str) -> String {
+        self.ups.addr(name).expect("addr").to_string()
+    }
+
+    fn assert_only_local(&self, sent: usize) {
+        assert_eq!(self.ups.answered("rogue"), 0, "a client-chosen address was reached");
+        assert_eq!(self.ups.answered("far"), 0, "a client-chosen endpoint was reached");
+        assert_eq!(self.ups.answered("local"), sent as u64);
+    }
+}
+
+#[test]
+fn override_host_list_from_the_client_is_replaced() {
+    let Some(rig) = rig(Steering::override_host(), json!({"mode": "override-host"})) else { return };
+    let rogue = rig.addr("rogue");
+    let far = rig.addr("far");
+    let tries = [format!("{rogue}"), format!("{far}"), format!("{rogue},{far}"), format!("{far},{rogue}")];
+    for value in &tries {
+        let (status, body) = rig.get(&[("x-locality-failover-hosts", value)]);
+        assert_eq!(status, 200);
+        assert_eq!(body.trim(), "local", "client sent {value}");
+    }
+    rig.assert_only_local(tries.len());
+}
+
+#[test]
+fn original_dst_address_from_the_client_is_replaced() {
+    let Some(rig) = rig(Steering::original_dst(), json!({"mode": "original-dst"})) else { return };
+    let rogue = rig.addr("rogue");
+    for _ in 0..3 {
+        let (status, body) = rig.get(&[("x-envoy-original-dst-host", &rogue)]);
+        assert_eq!(status, 200);
+        assert_eq!(body.trim(), "local");
+    }
+    rig.assert_only_local(3);
+}
+
+#[test]
+fn route_header_from_the_client_is_replaced() {
+    let Some(rig) = rig(Steering::route_header(), json!({"mode": "route-header"})) else { return };
+    for backend in ["far", "rogue", "svc"] {
+        let (status, body) = rig.get(&[("x-locality-failover-backend", backend)]);
+        assert_eq!(status, 200, "client sent {backend}");
+        assert_eq!(body.trim(), "local", "client sent {backend}");
+    }
+    rig.assert_only_local(3);
+}
