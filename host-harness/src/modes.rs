@@ -8,7 +8,7 @@ use locality_failover::inventory::{EndpointSpec, Inventory};
 use locality_failover::ranking::rank;
 
 use crate::runner::{self, Mismatch, StepResult};
-use crate::scenario::{plugin_config_for, Scenario};
+use crate::scenario::Scenario;
 use crate::sim_player::SimPlayer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,8 +62,7 @@ pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult
 /// Each endpoint's priority for the scenario's client, as the filter ranks
 /// it (and as the native mode programs Envoy's EDS priorities).
 pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>, String> {
-    let config = plugin_config_for(&scenario.config, &[], &std::collections::BTreeMap::new());
-    let settings = Settings::from_bytes(config.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    let settings = Settings::from_bytes(scenario.plugin_config().to_string().as_bytes()).map_err(|e| e.to_string())?;
     let specs: Vec<EndpointSpec> = scenario
         .endpoints
         .iter()

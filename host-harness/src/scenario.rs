@@ -260,12 +260,7 @@ impl Scenario {
                 expect,
             });
         }
-        // The filter must accept the configuration: validate it now so a bad
-        // one is a file error (exit 2), not a failed expectation.
-        let plugin = plugin_config_for(&raw.config, &[], &BTreeMap::new());
-        locality_failover::config::Settings::from_bytes(plugin.to_string().as_bytes())
-            .map_err(|e| err("config", e.to_string()))?;
-        Ok(Scenario {
+        let scenario = Scenario {
             name: raw.name,
             client_labels: raw.client.labels,
             endpoints,
@@ -274,7 +269,46 @@ impl Scenario {
             retries,
             seed: raw.seed.unwrap_or(1),
             steps,
-        })
+        };
+        if scenario.route_header() {
+            for (i, step) in scenario.steps.iter().enumerate() {
+                if let Some((name, _)) = step.set.iter().find(|(_, st)| matches!(st, EndpointState::Removed | EndpointState::Present)) {
+                    return Err(err(
+                        &format!("steps[{i}].set.{name}"),
+                        "removed/present change the inventory in cluster metadata; route-header steering takes its inventory from the configuration".into(),
+                    ));
+                }
+            }
+        }
+        // The filter must accept the configuration: validate it now so a bad
+        // one is a file error (exit 2), not a failed expectation.
+        locality_failover::config::Settings::from_bytes(scenario.plugin_config().to_string().as_bytes())
+            .map_err(|e| err("config", e.to_string()))?;
+        Ok(scenario)
+    }
+
+    /// Route-header steering chooses the route, so its inventory must come
+    /// from the configuration instead of the cluster metadata.
+    pub fn route_header(&self) -> bool {
+        self.config
+            .get("steering")
+            .and_then(|s| s.get("mode"))
+            .is_some_and(|m| m == "route-header")
+    }
+
+    /// The plugin configuration the filter gets for this scenario: its
+    /// `config`, plus an inline inventory (backend = endpoint name) in
+    /// route-header mode.
+    pub fn plugin_config(&self) -> serde_json::Value {
+        let inline: Vec<serde_json::Value> = if self.route_header() {
+            self.endpoints
+                .iter()
+                .map(|e| serde_json::json!({"address": e.address, "name": e.name, "labels": e.labels, "weight": e.weight, "backend": e.name}))
+                .collect()
+        } else {
+            vec![]
+        };
+        plugin_config_for(&self.config, &inline, &BTreeMap::new())
     }
 
     pub fn endpoint(&self, name: &str) -> Option<&ScenarioEndpoint> {

@@ -3,14 +3,14 @@
 //! client's labels as the node's, so the filter learns both as it would in
 //! Envoy.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use locality_failover::config::{InventorySource, Settings, SteeringMode};
 use locality_failover::metadata::metadata_for;
 
 use crate::runner::Player;
-use crate::scenario::{plugin_config_for, EndpointState, Scenario};
+use crate::scenario::{EndpointState, Scenario};
 use crate::sim::{Behavior, RetryPolicy, RouterSteering, SimEnvoy};
 
 /// Cluster name the simulated router routes to.
@@ -26,8 +26,7 @@ pub struct SimPlayer {
 
 impl SimPlayer {
     pub fn new(scenario: &Scenario) -> Result<SimPlayer, String> {
-        let config = plugin_config_for(&scenario.config, &[], &BTreeMap::new());
-        let bytes = config.to_string().into_bytes();
+        let bytes = scenario.plugin_config().to_string().into_bytes();
         let settings = Settings::from_bytes(&bytes).map_err(|e| e.to_string())?;
         let steering = match settings.steering.mode {
             SteeringMode::OverrideHost => RouterSteering::OverrideHost {

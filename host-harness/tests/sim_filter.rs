@@ -298,3 +298,21 @@ fn seed_scenarios_pass_on_two_and_four_workers() {
     }
     assert_eq!(played, 5);
 }
+
+#[test]
+fn seed_scenarios_pass_with_every_steering_mode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/scenarios");
+    for file in ["seed-step6-zone-region-order.json", "seed-step6-outlier-ejection.json", "seed-step4-prefer-close.json"] {
+        let base = host_harness::scenario::Scenario::load(&dir.join(file)).expect("valid scenario");
+        for mode in ["original-dst", "route-header"] {
+            let mut scenario = base.clone();
+            scenario.config.insert("steering".into(), json!({"mode": mode}));
+            if scenario.route_header() && scenario.steps.iter().any(|s| !s.set.is_empty() && s.set.iter().any(|(_, st)| matches!(st, host_harness::scenario::EndpointState::Removed | host_harness::scenario::EndpointState::Present))) {
+                continue;
+            }
+            let mut player = SimPlayer::new(&scenario).expect("player");
+            let (_, mismatches) = host_harness::runner::play(&scenario, &mut player).expect("played");
+            assert!(mismatches.is_empty(), "{file} with {mode}: {mismatches:?}");
+        }
+    }
+}
