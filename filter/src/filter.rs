@@ -487,7 +487,7 @@ impl FilterRoot {
             present: &present,
         };
         let now = host.now_nanos();
-        let mut ejected = 0;
+        let mut ejected: Vec<(String, Vec<crate::outlier::Detection>)> = Vec::new();
         let mut errors = 0;
         {
             let mut store = SharedStore::new(host, &prefix, &request.cluster);
@@ -496,15 +496,20 @@ impl FilterRoot {
                     continue;
                 }
                 match detector::record(&mut store, &outlier, address, *outcome, now, &view) {
-                    Ok(r) if r.ejected() => ejected += 1,
+                    Ok(r) if r.ejected() => ejected.push((
+                        address.clone(),
+                        r.detections.iter().filter(|(_, x)| *x == crate::outlier::EjectResult::Ejected).map(|(d, _)| *d).collect(),
+                    )),
                     Ok(_) => {}
                     Err(_) => errors += 1,
                 }
             }
         }
-        if ejected > 0 {
-            host.log(LogLevel::Info, &format!("locality-failover: {}: ejected after consecutive failures", request.cluster));
-            self.metrics.add(host, Metric::Ejections, ejected);
+        if !ejected.is_empty() {
+            for (address, why) in &ejected {
+                host.log(LogLevel::Info, &format!("locality-failover: {}: ejected {address} ({why:?})", request.cluster));
+            }
+            self.metrics.add(host, Metric::Ejections, ejected.len() as i64);
             let cluster = request.cluster.clone();
             self.refresh_ejections(host, &cluster);
         }
