@@ -31,7 +31,7 @@ $(WASM): $(shell find filter/src -name '*.rs') filter/Cargo.toml Cargo.toml Carg
 	@ls -l $@
 
 ## test: everything CI runs (unit, scenarios in sim, wasm engine tests, fuzz smoke, real-Envoy e2e)
-test: setup unit clippy scenarios wasm-test fuzz-short e2e
+test: setup build unit clippy scenarios wasm-test fuzz-short e2e
 	@echo "make test: all suites passed"
 
 unit:
@@ -39,6 +39,7 @@ unit:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p locality-failover --target $(WASM_TARGET) --release -- -D warnings
 
 ## scenarios: every shared and project scenario in sim mode, 1 and 2 workers
 scenarios:

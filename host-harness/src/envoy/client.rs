@@ -1,6 +1,7 @@
-//! Minimal blocking HTTP/1.1 client (one fresh connection per request,
-//! `Connection: close`), plus the message parsing the loopback upstreams
-//! share.
+//! Minimal blocking HTTP/1.1 client: [`http_request`] (one fresh
+//! connection per request, `Connection: close`) and [`HttpConnection`] (one
+//! kept-alive connection for a series of requests, which Envoy serves on one
+//! worker), plus the message parsing the loopback upstreams share.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -55,19 +56,7 @@ pub fn http_request(
     let deadline = Instant::now() + timeout;
     let stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_nodelay(true)?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\n");
-    if find_header_ref(headers, "host").is_none() {
-        req.push_str("host: localhost\r\n");
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" || method == "PUT" {
-        req.push_str(&format!("content-length: {}\r\n", body.len()));
-    }
-    req.push_str("connection: close\r\n\r\n");
-    let mut raw = req.into_bytes();
-    raw.extend_from_slice(body);
+    let raw = build_request(method, path, headers, body, false);
     stream.set_write_timeout(Some(remaining(deadline)?))?;
     (&stream).write_all(&raw)?;
 
@@ -78,7 +67,41 @@ pub fn http_request(
             "connection closed before a response",
         )
     })?;
-    let (status, headers) = parse_response_head(&head)?;
+    read_response(&mut reader, method, &head)
+}
+
+fn build_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if find_header_ref(headers, "host").is_none() {
+        req.push_str("host: localhost\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    if !keep_alive {
+        req.push_str("connection: close\r\n");
+    }
+    req.push_str("\r\n");
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+fn read_response<R: Read>(
+    reader: &mut HttpReader<R>,
+    method: &str,
+    head: &[u8],
+) -> io::Result<HttpResponse> {
+    let (status, headers) = parse_response_head(head)?;
     let body = if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status)
     {
         Vec::new()
@@ -90,6 +113,170 @@ pub fn http_request(
         headers,
         body,
     })
+}
+
+/// One kept-alive HTTP/1.1 connection. Envoy serves all requests of a
+/// downstream connection on the worker that accepted it, so a series of
+/// requests over one `HttpConnection` meets one worker (one wasm VM).
+///
+/// When the server closed the connection (it answered `connection: close`,
+/// or closed it while idle) the next request opens a new one, which may land
+/// on another worker: [`Self::connects`] counts the connections opened.
+pub struct HttpConnection {
+    addr: SocketAddr,
+    timeout: Duration,
+    reader: Option<HttpReader<DeadlineReader>>,
+    connects: u64,
+}
+
+impl HttpConnection {
+    /// Opens the connection now (so the caller controls when Envoy accepts it).
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<HttpConnection> {
+        let mut c = HttpConnection {
+            addr,
+            timeout,
+            reader: None,
+            connects: 0,
+        };
+        c.open()?;
+        Ok(c)
+    }
+
+    fn open(&mut self) -> io::Result<()> {
+        let stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+        stream.set_nodelay(true)?;
+        self.reader = Some(HttpReader::new(DeadlineReader {
+            stream,
+            deadline: Instant::now() + self.timeout,
+        }));
+        self.connects += 1;
+        Ok(())
+    }
+
+    /// Connections opened so far (1 unless the server closed one).
+    pub fn connects(&self) -> u64 {
+        self.connects
+    }
+
+    /// The client side address of the current connection.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.reader
+            .as_ref()
+            .and_then(|r| r.inner.stream.local_addr().ok())
+    }
+
+    /// Whether the connection is open and the server has not closed it.
+    pub fn is_open(&self) -> bool {
+        let Some(r) = &self.reader else { return false };
+        let s = &r.inner.stream;
+        if s.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        let open = match s.peek(&mut b) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        };
+        let _ = s.set_nonblocking(false);
+        open
+    }
+
+    /// Closes the connection (the next request opens a new one).
+    pub fn close(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.inner.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> io::Result<HttpResponse> {
+        self.request("GET", path, headers, &[])
+    }
+
+    /// One request on the connection (reopened first if the server closed
+    /// it). A request whose connection closes before any byte of an answer
+    /// is sent once more on a new connection (an idle close raced it).
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<HttpResponse> {
+        if !self.is_open() {
+            self.close();
+            self.open()?;
+        }
+        let raw = build_request(method, path, headers, body, true);
+        match self.exchange(method, &raw) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => {
+                self.close();
+                self.open()?;
+                self.exchange(method, &raw)?.ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before a response",
+                    )
+                })
+            }
+            Err(e) => {
+                self.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// Ok(None): closed before any byte of a response.
+    fn exchange(&mut self, method: &str, raw: &[u8]) -> io::Result<Option<HttpResponse>> {
+        let deadline = Instant::now() + self.timeout;
+        let reader = self
+            .reader
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?;
+        reader.inner.deadline = deadline;
+        {
+            let stream = &reader.inner.stream;
+            stream.set_write_timeout(Some(remaining(deadline)?))?;
+            let mut w = stream;
+            if let Err(e) = w.write_all(raw) {
+                return if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                };
+            }
+        }
+        let head = match reader.read_head() {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && reader.buf.is_empty() => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let response = read_response(reader, method, &head)?;
+        let close = response
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let delimited = response.header("content-length").is_some()
+            || response
+                .header("transfer-encoding")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        if close || !delimited {
+            self.close();
+        }
+        Ok(Some(response))
+    }
+}
+
+impl Drop for HttpConnection {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 fn remaining(deadline: Instant) -> io::Result<Duration> {

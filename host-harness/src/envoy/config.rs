@@ -112,6 +112,11 @@ pub struct Endpoint {
     /// Route-header mode: the backend cluster reaching this endpoint
     /// (None: a backend of its own, named after the endpoint).
     pub backend: Option<String>,
+    /// Native mode with locality-weighted LB: the weight of this endpoint's
+    /// (priority, locality) group (e.g. from a `distribute` rule). None: the
+    /// sum of the group's endpoint weights. The group takes the first
+    /// member's value.
+    pub locality_weight: Option<u32>,
 }
 
 impl Endpoint {
@@ -123,6 +128,7 @@ impl Endpoint {
             weight: 1,
             priority: 0,
             backend: None,
+            locality_weight: None,
         }
     }
     pub fn with_priority(mut self, priority: u32) -> Endpoint {
@@ -139,6 +145,10 @@ impl Endpoint {
     }
     pub fn with_backend(mut self, backend: impl Into<String>) -> Endpoint {
         self.backend = Some(backend.into());
+        self
+    }
+    pub fn with_locality_weight(mut self, weight: u32) -> Endpoint {
+        self.locality_weight = Some(weight);
         self
     }
     /// The route-header backend: `backend`, or the endpoint's name.
@@ -357,6 +367,13 @@ pub struct Frontend {
     pub connect_timeout: Duration,
     /// Envoy log path for the access log; None: `Layout::access_log`.
     pub access_log: Option<PathBuf>,
+    /// Listener `connection_balance_config: exact_balance` (and
+    /// `enable_reuse_port: false`): each new downstream connection goes to
+    /// the worker with the fewest connections, ties to the first worker.
+    /// Holding the last `workers - 1` connections open while opening the
+    /// next one therefore visits the workers in turn (the scenario runner
+    /// pins step `i` to worker `i % workers` this way).
+    pub exact_balance: bool,
 }
 
 impl Default for Frontend {
@@ -367,6 +384,7 @@ impl Default for Frontend {
             route_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             access_log: None,
+            exact_balance: false,
         }
     }
 }
@@ -433,7 +451,7 @@ impl FilterModeConfig {
                 "name": self.cluster_name,
                 "type": "STATIC",
                 "connect_timeout": connect_timeout,
-                "load_assignment": load_assignment(&self.cluster_name, self.endpoints.iter().collect(), false),
+                "load_assignment": load_assignment(&self.cluster_name, self.endpoints.iter().collect(), false, false),
                 "load_balancing_policy": { "policies": [{ "typed_extension_config": {
                     "name": "envoy.load_balancing_policies.override_host",
                     "typed_config": {
@@ -469,7 +487,7 @@ impl FilterModeConfig {
                         "type": "STATIC",
                         "connect_timeout": connect_timeout,
                         "lb_policy": "ROUND_ROBIN",
-                        "load_assignment": load_assignment(backend, members, false),
+                        "load_assignment": load_assignment(backend, members, false, false),
                         "metadata": metadata,
                     })
                 })
@@ -623,6 +641,11 @@ pub struct NativeModeConfig {
     pub retry: Option<RetryPolicy>,
     /// None: Envoy's default (140).
     pub overprovisioning_factor: Option<u32>,
+    /// `common_lb_config.locality_weighted_lb_config` (as Istio sets it for
+    /// failover with `failoverPriority`/`failover`, and for `distribute`);
+    /// each (priority, locality) group then carries a
+    /// `load_balancing_weight` (see [`Endpoint::locality_weight`]).
+    pub locality_weighted: bool,
     pub cluster_name: String,
     pub frontend: Frontend,
 }
@@ -637,6 +660,7 @@ impl NativeModeConfig {
             outlier: None,
             retry: None,
             overprovisioning_factor: None,
+            locality_weighted: false,
             cluster_name: DEFAULT_CLUSTER.into(),
             frontend: Frontend::default(),
         }
@@ -646,7 +670,12 @@ impl NativeModeConfig {
     /// one `LocalityLbEndpoints` per (priority, locality), localities taken
     /// from the endpoints' topology labels.
     pub fn load_assignment(&self) -> Value {
-        let mut cla = load_assignment(&self.cluster_name, self.endpoints.iter().collect(), true);
+        let mut cla = load_assignment(
+            &self.cluster_name,
+            self.endpoints.iter().collect(),
+            true,
+            self.locality_weighted,
+        );
         if let Some(f) = self.overprovisioning_factor {
             cla["policy"] = json!({ "overprovisioning_factor": f });
         }
@@ -673,8 +702,15 @@ impl NativeModeConfig {
             "metadata": { "filter_metadata": { METADATA_NAMESPACE:
                 inventory_metadata(&self.endpoints, "native", false) } },
         });
+        let mut common = Map::new();
         if let Some(p) = self.healthy_panic_threshold {
-            c["common_lb_config"] = json!({ "healthy_panic_threshold": { "value": p } });
+            common.insert("healthy_panic_threshold".into(), json!({ "value": p }));
+        }
+        if self.locality_weighted {
+            common.insert("locality_weighted_lb_config".into(), json!({}));
+        }
+        if !common.is_empty() {
+            c["common_lb_config"] = Value::Object(common);
         }
         if let Some(o) = &self.outlier {
             c["outlier_detection"] = o.to_json();
@@ -791,8 +827,14 @@ fn socket_address(a: &SocketAddr) -> Value {
 
 /// A `ClusterLoadAssignment`. With `by_priority`: one `LocalityLbEndpoints`
 /// per (priority, locality), in order of priority then first appearance;
-/// otherwise all endpoints in one group at priority 0.
-fn load_assignment(cluster: &str, endpoints: Vec<&Endpoint>, by_priority: bool) -> Value {
+/// otherwise all endpoints in one group at priority 0. With
+/// `locality_weights`, each group carries a `load_balancing_weight`.
+fn load_assignment(
+    cluster: &str,
+    endpoints: Vec<&Endpoint>,
+    by_priority: bool,
+    locality_weights: bool,
+) -> Value {
     let locality_of = |e: &Endpoint| -> (String, String, String) {
         let get = |k: &str| e.labels.get(k).cloned().unwrap_or_default();
         (get(LABEL_REGION), get(LABEL_ZONE), get(LABEL_SUBZONE))
@@ -824,6 +866,13 @@ fn load_assignment(cluster: &str, endpoints: Vec<&Endpoint>, by_priority: bool) 
                 })
                 .collect();
             let mut g = json!({ "lb_endpoints": lb_endpoints });
+            if locality_weights {
+                let weight = members
+                    .first()
+                    .and_then(|e| e.locality_weight)
+                    .unwrap_or_else(|| members.iter().map(|e| e.weight.max(1)).sum());
+                g["load_balancing_weight"] = json!(weight.max(1));
+            }
             if priority > 0 {
                 g["priority"] = json!(priority);
             }
@@ -873,7 +922,7 @@ fn listener(
             "upstream_log": [file_log(&log_path, UPSTREAM_FORMAT)]
         }
     }));
-    json!({
+    let mut l = json!({
         "name": LISTENER_NAME,
         "address": socket_address(&SocketAddr::from(([127, 0, 0, 1], frontend.listener_port))),
         "filter_chains": [{ "filters": [{
@@ -897,7 +946,12 @@ fn listener(
                 "http_filters": http_filters
             }
         }]}]
-    })
+    });
+    if frontend.exact_balance {
+        l["connection_balance_config"] = json!({ "exact_balance": {} });
+        l["enable_reuse_port"] = json!(false);
+    }
+    l
 }
 
 // ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ pub mod process;
 pub mod upstream;
 
 pub use accesslog::{AccessLog, Attempt, AttemptCounts, RequestLine};
-pub use client::{http_get, http_request, HttpResponse};
+pub use client::{http_get, http_request, HttpConnection, HttpResponse};
 pub use config::{
     Endpoint, FilterModeConfig, Frontend, Generated, Layout, LbPolicy, NativeModeConfig, Node,
     OutlierDetection, RetryPolicy, Steering, WasmFilter,

@@ -70,6 +70,12 @@ pub struct EnvoyOptions {
     pub file_flush_interval_ms: u32,
     pub ready_timeout: Duration,
     pub extra_args: Vec<String>,
+    /// Start Envoy through `setpriv --pdeathsig KILL` (util-linux, when
+    /// installed) so it is killed if this process dies without running its
+    /// destructors (abort, SIGKILL). The signal follows the *thread* that
+    /// spawned Envoy: only set it when that thread outlives the process
+    /// object (e.g. the main thread of a CLI).
+    pub die_with_parent: bool,
 }
 
 impl Default for EnvoyOptions {
@@ -81,6 +87,7 @@ impl Default for EnvoyOptions {
             file_flush_interval_ms: 20,
             ready_timeout: Duration::from_secs(30),
             extra_args: Vec::new(),
+            die_with_parent: false,
         }
     }
 }
@@ -245,7 +252,14 @@ impl EnvoyProcess {
         let admin_file = layout.admin_address_file();
         let _ = std::fs::remove_file(&admin_file);
         let log = File::create(layout.envoy_log())?;
-        let mut cmd = Command::new(binary);
+        let setpriv = Path::new("/usr/bin/setpriv");
+        let mut cmd = if opts.die_with_parent && setpriv.is_file() {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(binary);
+            c
+        } else {
+            Command::new(binary)
+        };
         cmd.arg("-c")
             .arg(layout.bootstrap())
             .args(["--concurrency", &opts.concurrency.to_string()])
