@@ -393,6 +393,9 @@ impl FilterRoot {
         };
         let Some(settings) = &self.settings else { return };
         let addresses: Vec<String> = inventory.endpoints().iter().map(|e| e.address.clone()).collect();
+        if let Some(warning) = crate::lint::ejection_cap(settings, addresses.len()) {
+            host.log(LogLevel::Warn, &format!("locality-failover: cluster {cluster}: {warning}"));
+        }
         match self.clusters.get_mut(cluster) {
             Some(state) => {
                 state.engine.set_inventory(inventory, None);
