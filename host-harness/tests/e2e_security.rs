@@ -3,9 +3,6 @@
 //! never reaches an address or backend outside the filter's choice.
 //! Skips (printing SKIP) when `envoy` is not installed.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use host_harness::envoy::config::{FilterModeConfig, Layout, Node, Steering};
@@ -14,33 +11,11 @@ use host_harness::envoy::{
 };
 use serde_json::json;
 
+mod common;
+use common::{labels, wasm};
+
 const T: Duration = Duration::from_secs(5);
 
-/// The release filter, built now (a no-op when it is up to date), so the
-/// test never runs a stale `.wasm`.
-fn wasm() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "--release", "-p", "locality-failover", "--target", "wasm32-wasip1"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building the filter failed");
-    root.join("target/wasm32-wasip1/release/locality_failover.wasm")
-}
-
-fn labels(zone: &str) -> BTreeMap<String, String> {
-    let region = &zone[..zone.len() - 1];
-    let network = if region == "us-east-1" { "net1" } else { "net2" };
-    [
-        ("topology.istio.io/network", network),
-        ("topology.kubernetes.io/region", region),
-        ("topology.kubernetes.io/zone", zone),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
 
 /// Upstreams `local` (us-east-1a, the filter's pick), `far` (us-west-2a, in
 /// the inventory) and `rogue` (listening, in no inventory).

@@ -133,84 +133,60 @@ fn ejection_is_shared_by_all_workers() {
     assert_eq!(lock(&e.shared).metric("locality_failover.ejections"), 1);
 }
 
+/// `threads` worker VMs, each on its own thread sharing one store, each
+/// reporting `per_thread` answers with `status` from 10.20.0.7:8080.
+fn hammer(config: &serde_json::Value, threads: u64, per_thread: u32, status: i64) -> host_harness::sim::Shared {
+    let e = envoy(1, config);
+    let shared = Arc::clone(&e.shared);
+    let mut props = BTreeMap::new();
+    props.insert(host_harness::sim::prop_key(&["xds", "cluster_name"]), CLUSTER.as_bytes().to_vec());
+    props.insert(host_harness::sim::prop_key(&["xds", "cluster_metadata"]), metadata(&guide_endpoints(), 1));
+    let config_bytes = config.to_string().into_bytes();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let shared = Arc::clone(&shared);
+            let props = props.clone();
+            let config_bytes = config_bytes.clone();
+            thread::spawn(move || {
+                let faults = Default::default();
+                let host = || SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
+                let mut root = FilterRoot::new(t);
+                assert!(root.on_configure(&mut host()));
+                // Load the inventory through a request on this worker.
+                root.on_request_headers(&mut host()).expect("steered");
+                let state = RequestState { cluster: CLUSTER.into(), list: vec!["10.20.0.7:8080".into()], priority: 0 };
+                for _ in 0..per_thread {
+                    let mut h = host();
+                    h.set_response_property(&["response", "code"], status.to_le_bytes().to_vec());
+                    h.set_response_property(&["upstream", "address"], b"10.20.0.7:8080".to_vec());
+                    h.set_response_property(&["upstream", "request_attempt_count"], 1u64.to_le_bytes().to_vec());
+                    root.on_log(&mut h, &state);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("worker thread");
+    }
+    shared
+}
+
 #[test]
 fn concurrent_workers_lose_no_increment_and_eject_once() {
     // Threshold high enough that 8 threads x 25 failures stay below it.
     let config = json!({"trafficPolicy": {
         "loadBalancer": {"simple": "ROUND_ROBIN"},
         "outlierDetection": {"consecutive5xxErrors": 1000, "maxEjectionPercent": 100}}});
-    let e = envoy(1, &config);
-    let shared = Arc::clone(&e.shared);
-    let mut props = BTreeMap::new();
-    props.insert(host_harness::sim::prop_key(&["xds", "cluster_name"]), CLUSTER.as_bytes().to_vec());
-    props.insert(host_harness::sim::prop_key(&["xds", "cluster_metadata"]), metadata(&guide_endpoints(), 1));
-    let config_bytes = config.to_string().into_bytes();
-    let threads = 8;
-    let per_thread = 25u32;
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let shared = Arc::clone(&shared);
-            let props = props.clone();
-            let config_bytes = config_bytes.clone();
-            thread::spawn(move || {
-                let faults = Default::default();
-                let mut root = FilterRoot::new(t);
-                let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
-                assert!(root.on_configure(&mut host));
-                // Load the inventory through a request on this worker.
-                let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
-                root.on_request_headers(&mut host).expect("steered");
-                let state = RequestState { cluster: CLUSTER.into(), list: vec!["10.20.0.7:8080".into()], priority: 0 };
-                for _ in 0..per_thread {
-                    let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
-                    host.set_response_property(&["response", "code"], 503i64.to_le_bytes().to_vec());
-                    host.set_response_property(&["upstream", "address"], b"10.20.0.7:8080".to_vec());
-                    host.set_response_property(&["upstream", "request_attempt_count"], 1u64.to_le_bytes().to_vec());
-                    root.on_log(&mut host, &state);
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("worker thread");
-    }
+    let shared = hammer(&config, 8, 25, 503);
     let s = lock(&shared);
     let streak = s.get(&format!("locality-failover/{CLUSTER}/streak/10.20.0.7:8080")).expect("streak key");
     let streaks = locality_failover::shared::decode_streaks(streak);
-    assert_eq!(streaks.c5xx, threads as u32 * per_thread, "every increment survived ({} CAS retries)", s.calls.cas_mismatches);
+    assert_eq!(streaks.c5xx, 8 * 25, "every increment survived ({} CAS retries)", s.calls.cas_mismatches);
     drop(s);
 
-    // Now a threshold of 5 hammered by 8 threads: exactly one ejection.
+    // A threshold of 5 hammered by 8 threads: exactly one ejection.
     let config = json!({"trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 5, "maxEjectionPercent": 100}}});
-    let e = envoy(1, &config);
-    let shared = Arc::clone(&e.shared);
-    let config_bytes = config.to_string().into_bytes();
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let shared = Arc::clone(&shared);
-            let props = props.clone();
-            let config_bytes = config_bytes.clone();
-            thread::spawn(move || {
-                let faults = Default::default();
-                let mut root = FilterRoot::new(100 + t);
-                let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
-                assert!(root.on_configure(&mut host));
-                let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
-                root.on_request_headers(&mut host).expect("steered");
-                let state = RequestState { cluster: CLUSTER.into(), list: vec!["10.20.0.7:8080".into()], priority: 0 };
-                for _ in 0..per_thread {
-                    let mut host = SimHost::new(&shared, EPOCH_NANOS, &props, &config_bytes, &faults);
-                    host.set_response_property(&["response", "code"], 500i64.to_le_bytes().to_vec());
-                    host.set_response_property(&["upstream", "address"], b"10.20.0.7:8080".to_vec());
-                    host.set_response_property(&["upstream", "request_attempt_count"], 1u64.to_le_bytes().to_vec());
-                    root.on_log(&mut host, &state);
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("worker thread");
-    }
+    let shared = hammer(&config, 8, 25, 500);
     let s = lock(&shared);
     assert_eq!(s.metric("locality_failover.ejections"), 1, "one ejection, not one per worker");
     let table = locality_failover::shared::decode_table(s.get(&format!("locality-failover/{CLUSTER}/table")).expect("table"));

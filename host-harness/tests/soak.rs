@@ -7,9 +7,6 @@
 //! `SOAK_SECONDS` (default 8) and `SOAK_CLIENTS` (default 4) size the run;
 //! `make soak` runs it longer. Skips (printing SKIP) without `envoy`.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -22,33 +19,13 @@ use host_harness::envoy::{
 };
 use serde_json::json;
 
+mod common;
+use common::{labels, wasm};
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn wasm() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "--release", "-p", "locality-failover", "--target", "wasm32-wasip1"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building the filter failed");
-    root.join("target/wasm32-wasip1/release/locality_failover.wasm")
-}
-
-fn labels(zone: &str) -> BTreeMap<String, String> {
-    let region = &zone[..zone.len() - 1];
-    let network = if region == "us-east-1" { "net1" } else { "net2" };
-    [
-        ("topology.istio.io/network", network),
-        ("topology.kubernetes.io/region", region),
-        ("topology.kubernetes.io/zone", zone),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
 
 /// Istio's default circuit breakers (`connectionPool` unset): everything
 /// at 2^32-1. Envoy's own default allows 3 concurrent retries per cluster,

@@ -1,0 +1,32 @@
+//! Helpers shared by the real-Envoy integration tests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The release filter, built now (a no-op when it is up to date), so a test
+/// never runs a stale `.wasm`.
+pub fn wasm() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "--release", "-p", "locality-failover", "--target", "wasm32-wasip1"])
+        .current_dir(&root)
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the filter failed");
+    root.join("target/wasm32-wasip1/release/locality_failover.wasm")
+}
+
+/// The guide's locality labels for a zone: `us-east-1*` is `net1`, the rest `net2`.
+pub fn labels(zone: &str) -> BTreeMap<String, String> {
+    let region = &zone[..zone.len() - 1];
+    let network = if region == "us-east-1" { "net1" } else { "net2" };
+    [
+        ("topology.istio.io/network", network),
+        ("topology.kubernetes.io/region", region),
+        ("topology.kubernetes.io/zone", zone),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
