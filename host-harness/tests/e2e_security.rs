@@ -87,7 +87,7 @@ fn override_host_list_from_the_client_is_replaced() {
     let Some(rig) = rig(Steering::override_host(), json!({"mode": "override-host"})) else { return };
     let rogue = rig.addr("rogue");
     let far = rig.addr("far");
-    let tries = [format!("{rogue}"), format!("{far}"), format!("{rogue},{far}"), format!("{far},{rogue}")];
+    let tries = [rogue.clone(), far.clone(), format!("{rogue},{far}"), format!("{far},{rogue}")];
     for value in &tries {
         let (status, body) = rig.get(&[("x-locality-failover-hosts", value)]);
         assert_eq!(status, 200);

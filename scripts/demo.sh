@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# make demo: the guide's steps 3, 4 and 6 (../shared/reference/
+# multicluster-zone-region-failover-guide.txt) on a real Envoy 1.40 running
+# the filter, with loopback upstreams for the in-ambient pods of cluster 1
+# (us-east-1a, us-east-1b) and cluster 2 (us-west-2a, us-west-2b).
+#
+# Works on a fresh machine: installs Envoy 1.40 and the Rust targets
+# (scripts/setup.sh), builds the filter (make build; `make demo` already
+# depends on it) and the driver (host-harness/src/bin/demo.rs), then runs
+# it on envoy/demo/envoy.yaml + envoy/demo/cds.yaml -- the files
+# envoy/docker-compose.yaml mounts.
+#
+# Exit status: the driver's (0 every step as the guide expects, 1 a step
+# differed, 2 the demo could not run). Everything it started (Envoy, the
+# upstreams, its work directory) is stopped and removed on exit, Ctrl-C
+# included.
+#   scripts/demo.sh [--wasm FILE]     extra arguments go to the driver
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+state=$(mktemp -d "${TMPDIR:-/tmp}/locality-failover-demo.XXXXXX")
+demo_pid=
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  # The driver stops Envoy and its upstreams itself; this covers an
+  # interrupted run. Only the processes this script started, by pid.
+  if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
+    kill "$demo_pid" 2>/dev/null || true
+    wait "$demo_pid" 2>/dev/null || true
+  fi
+  if [ -s "$state/envoy.state" ]; then
+    read -r envoy_pid base_id < "$state/envoy.state" || true
+    if [ -n "${envoy_pid:-}" ] && [ "$(cat "/proc/$envoy_pid/comm" 2>/dev/null)" = envoy ]; then
+      kill "$envoy_pid" 2>/dev/null || true
+      sleep 0.2
+      kill -9 "$envoy_pid" 2>/dev/null || true
+      # A killed Envoy leaves its shared memory region behind (envoy/NOTES.md).
+      [ -n "${base_id:-}" ] && rm -f "/dev/shm/envoy_shared_memory_$((base_id * 10))"
+    fi
+  fi
+  rm -rf "$state"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+scripts/setup.sh
+make --no-print-directory build   # up to date when run by `make demo`
+log "cargo build --release -p host-harness --bin demo"
+cargo build -q --release -p host-harness --bin demo
+
+# In the background so that the traps run at once on Ctrl-C.
+target/release/demo --work-dir "$state/work" --state-file "$state/envoy.state" "$@" &
+demo_pid=$!
+rc=0
+wait "$demo_pid" || rc=$?
+demo_pid=
+exit "$rc"
