@@ -24,6 +24,12 @@ pub mod flags {
     pub const NO_CLUSTER_FOUND: u64 = 0x100_0000;
 }
 
+/// Most attempts of one request the filter attributes. Envoy's own retry
+/// policies rarely exceed a handful; a larger `upstream.request_attempt_count`
+/// is clamped so a wrong host answer cannot make the filter loop or allocate
+/// without bound.
+pub const MAX_ATTEMPTS: usize = 32;
+
 /// What Envoy reports about a finished request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FinalAnswer {
@@ -84,7 +90,9 @@ pub fn final_outcome(answer: &FinalAnswer) -> Option<Outcome> {
 /// connect failure / 503, the common case of a retried attempt.
 pub fn attribute(list: &[String], answer: &FinalAnswer, shape: RetryShape) -> Vec<(String, Outcome)> {
     let last = final_outcome(answer);
-    let attempts = usize::try_from(answer.attempts).unwrap_or(usize::MAX).max(1);
+    let attempts = usize::try_from(answer.attempts)
+        .unwrap_or(MAX_ATTEMPTS)
+        .clamp(1, MAX_ATTEMPTS);
     let mut out = Vec::new();
     match shape {
         RetryShape::NextEntry => {
@@ -228,6 +236,24 @@ mod tests {
                 ("a".to_string(), Outcome::Http(200)),
             ]
         );
+    }
+
+    #[test]
+    fn a_huge_attempt_count_is_clamped() {
+        let a = FinalAnswer {
+            code: 200,
+            upstream: Some("a".into()),
+            attempts: 0x0102_0200_0100_2d6e,
+            ..Default::default()
+        };
+        assert_eq!(attribute(&list(&["a"]), &a, RetryShape::SameAddress).len(), MAX_ATTEMPTS);
+        let failed = FinalAnswer {
+            code: 503,
+            flags: flags::UPSTREAM_CONNECTION_FAILURE,
+            upstream: None,
+            attempts: u64::MAX,
+        };
+        assert_eq!(attribute(&list(&["a", "b"]), &failed, RetryShape::NextEntry).len(), 2);
     }
 
     #[test]
