@@ -228,8 +228,8 @@ impl FilterRoot {
         if !self.strip_client_header(host, &header) {
             return None;
         }
-        let cluster = self.cluster_for_request(host)?;
         let now = host.now_nanos();
+        let cluster = self.cluster_for_request(host, now)?;
         if self.clusters.get(&cluster).is_some_and(|s| s.next_sweep != 0 && now >= s.next_sweep) {
             self.sweep(host, &cluster);
         }
@@ -313,7 +313,7 @@ impl FilterRoot {
     }
 
     /// Which cluster this request is for, loading or refreshing its inventory.
-    fn cluster_for_request(&mut self, host: &mut dyn Host) -> Option<String> {
+    fn cluster_for_request(&mut self, host: &mut dyn Host, now: u64) -> Option<String> {
         let settings = self.settings.as_ref()?;
         let InventorySource::ClusterMetadata { namespace } = &settings.inventory else {
             return Some(CONFIG_CLUSTER.to_string());
@@ -331,7 +331,6 @@ impl FilterRoot {
                 return None;
             }
         };
-        let now = host.now_nanos();
         // A control plane that versions the inventory (`revision`) is
         // noticed on the next request; otherwise the metadata is compared
         // once per INVENTORY_CHECK.
@@ -471,7 +470,7 @@ impl FilterRoot {
             SteeringMode::RouteHeader => RetryShape::Unknown,
         };
         let outlier: Option<OutlierConfig> = settings.policy.outlier.clone();
-        let answer = read_answer(host, &address_prefix);
+        let answer = read_answer(host, &address_prefix, request.list.first(), shape);
         if let Some(state) = self.clusters.get_mut(&request.cluster) {
             if let Some(first) = request.list.first() {
                 state.engine.end(first);
@@ -489,7 +488,8 @@ impl FilterRoot {
             total_hosts: engine.inventory().len(),
             present: &present,
         };
-        let now = host.now_nanos();
+        // The clock only matters when a failure may eject.
+        let now = if outcomes.iter().all(|(_, o)| o.is_success()) { 0 } else { host.now_nanos() };
         let mut ejected: Vec<(String, Vec<crate::outlier::Detection>)> = Vec::new();
         let mut errors = 0;
         {
@@ -528,26 +528,37 @@ impl FilterRoot {
     }
 }
 
-fn read_answer(host: &dyn Host, address_prefix: &str) -> FinalAnswer {
+/// Reads Envoy's final answer. The common case, one attempt answered below
+/// 500, needs two property reads: the attempt went to the first entry the
+/// filter wrote, and no response flag can change its outcome.
+fn read_answer(host: &dyn Host, address_prefix: &str, first: Option<&String>, shape: RetryShape) -> FinalAnswer {
     let prop = |path: &[&str]| host.property(path).ok().flatten();
     let code = prop(&["response", "code"])
         .and_then(|b| decode::i64_le(&b))
         .and_then(|c| u16::try_from(c).ok())
         .unwrap_or(0);
+    let attempts = prop(&["upstream", "request_attempt_count"]).and_then(|b| decode::u64_le(&b));
+    if let (Some(1), Some(first), true) = (attempts, first, shape != RetryShape::Unknown) {
+        if (100..500).contains(&code) {
+            return FinalAnswer {
+                code,
+                flags: 0,
+                upstream: Some(first.clone()),
+                attempts: 1,
+            };
+        }
+    }
     let flags = prop(&["response", "flags"])
         .and_then(|b| decode::u64_le(&b))
         .unwrap_or(0);
     let upstream = prop(&["upstream", "address"])
         .and_then(|b| decode::string(&b))
         .map(|a| a.strip_prefix(address_prefix).map(str::to_string).unwrap_or(a));
-    let attempts = prop(&["upstream", "request_attempt_count"])
-        .and_then(|b| decode::u64_le(&b))
-        .unwrap_or(if upstream.is_some() { 1 } else { 0 });
     FinalAnswer {
         code,
         flags,
+        attempts: attempts.unwrap_or(if upstream.is_some() { 1 } else { 0 }),
         upstream,
-        attempts,
     }
 }
 

@@ -26,6 +26,13 @@ pub enum Outcome {
     Timeout,
 }
 
+impl Outcome {
+    /// An answer that resets every streak (below 500).
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Http(code) if code < 500)
+    }
+}
+
 /// A consecutive-failure detector that reached its threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Detection {
