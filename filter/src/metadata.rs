@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use prost::Message;
 use prost_types::value::Kind;
 
-use crate::inventory::{Inventory, InventoryError};
+use crate::inventory::{EndpointSpec, Inventory, InventoryError};
 
 /// `envoy.config.core.v3.Metadata`, the part the filter reads.
 #[derive(Clone, PartialEq, Message)]
@@ -29,15 +29,74 @@ pub struct Metadata {
     pub filter_metadata: HashMap<String, prost_types::Struct>,
 }
 
-/// Decodes the metadata bytes and reads the inventory in `namespace`.
+/// Decodes the metadata bytes and reads the inventory in `namespace`,
+/// moving the decoded strings into the endpoints (no intermediate JSON, so
+/// a large inventory is not held three times in the VM's linear memory).
 pub fn inventory_from_metadata(bytes: &[u8], namespace: &str) -> Result<Inventory, InventoryError> {
-    let metadata =
+    let mut metadata =
         Metadata::decode(bytes).map_err(|e| InventoryError::Decode(format!("protobuf: {e}")))?;
-    let inventory = metadata
+    let mut inventory = metadata
         .filter_metadata
-        .get(namespace)
+        .remove(namespace)
         .ok_or_else(|| InventoryError::MissingNamespace(namespace.to_string()))?;
-    Inventory::from_json(&struct_to_json(inventory))
+    drop(metadata);
+    let list = match inventory.fields.remove("endpoints").and_then(|v| v.kind) {
+        Some(Kind::ListValue(l)) => l.values,
+        Some(_) => return Err(InventoryError::Decode("`endpoints` is not a list".into())),
+        None => return Err(InventoryError::Decode("no `endpoints` list".into())),
+    };
+    let mut specs = Vec::with_capacity(list.len());
+    for (index, value) in list.into_iter().enumerate() {
+        let bad = |message: String| InventoryError::BadEntry { index, message };
+        let Some(Kind::StructValue(entry)) = value.kind else {
+            return Err(bad("not an object".into()));
+        };
+        specs.push(endpoint_spec(entry).map_err(bad)?);
+    }
+    Inventory::from_owned(specs)
+}
+
+/// One endpoint from its Struct; the message names the field that is wrong.
+fn endpoint_spec(entry: prost_types::Struct) -> Result<EndpointSpec, String> {
+    let mut spec = EndpointSpec::default();
+    let mut address = None;
+    for (key, value) in entry.fields {
+        let kind = value.kind;
+        match key.as_str() {
+            "address" => address = Some(string_field(&key, kind)?),
+            "name" => spec.name = Some(string_field(&key, kind)?),
+            "locality" => spec.locality = Some(string_field(&key, kind)?),
+            "backend" => spec.backend = Some(string_field(&key, kind)?),
+            "weight" => spec.weight = Some(weight_field(kind)?),
+            "labels" => {
+                let Some(Kind::StructValue(labels)) = kind else {
+                    return Err("field `labels`: expected an object of strings".into());
+                };
+                for (label, v) in labels.fields {
+                    let v = string_field(&format!("labels.{label}"), v.kind)?;
+                    spec.labels.insert(label, v);
+                }
+            }
+            // Unknown fields are ignored, as the JSON form does.
+            _ => {}
+        }
+    }
+    spec.address = address.ok_or("missing field `address`")?;
+    Ok(spec)
+}
+
+fn string_field(name: &str, kind: Option<Kind>) -> Result<String, String> {
+    match kind {
+        Some(Kind::StringValue(s)) => Ok(s),
+        _ => Err(format!("field `{name}`: expected a string")),
+    }
+}
+
+fn weight_field(kind: Option<Kind>) -> Result<u32, String> {
+    match kind {
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(n as u32),
+        _ => Err("field `weight`: expected a whole number".into()),
+    }
 }
 
 /// Builds the metadata bytes for an inventory (the harness and the runner
