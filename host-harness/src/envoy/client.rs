@@ -262,7 +262,11 @@ impl HttpConnection {
         let close = response
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let delimited = response.header("content-length").is_some()
+        let bodiless = method == "HEAD"
+            || matches!(response.status, 204 | 304)
+            || (100..200).contains(&response.status);
+        let delimited = bodiless
+            || response.header("content-length").is_some()
             || response
                 .header("transfer-encoding")
                 .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));

