@@ -89,8 +89,8 @@ pub fn record(
 }
 
 /// Starts the cluster's interval timer if nobody has.
-pub fn arm(store: &mut dyn OutlierStore, cfg: &OutlierConfig, now: u64) -> Result<(), HostError> {
-    store.update_table(&mut |t| t.arm(now, cfg))
+pub fn arm(store: &mut dyn OutlierStore, cfg: &OutlierConfig, now: u64, origin: u64) -> Result<(), HostError> {
+    store.update_table(&mut |t| t.arm(now, origin, cfg))
 }
 
 /// Runs the interval sweep if it is due; returns the endpoints that came

@@ -223,7 +223,7 @@ fn sweep_if_due_returns_hosts_and_resets_their_streaks() {
     let cfg = guide_cfg();
     let mut store = MemoryStore::default();
     let a = HOSTS[0];
-    arm(&mut store, &cfg, 0).unwrap();
+    arm(&mut store, &cfg, 0, 0).unwrap();
     record_n(&mut store, &cfg, a, Outcome::Http(500), 5, S);
     // More failures while ejected (e.g. in-flight requests): counted, not acted on.
     record_n(&mut store, &cfg, a, Outcome::Http(503), 2, 2 * S);
@@ -247,7 +247,7 @@ fn sweep_if_due_does_nothing_before_the_interval() {
     // envoy outlier_detection_impl.cc: the sweep runs on the interval timer only.
     let cfg = guide_cfg();
     let mut store = MemoryStore::default();
-    arm(&mut store, &cfg, 0).unwrap();
+    arm(&mut store, &cfg, 0, 0).unwrap();
     let writes = store.writes;
     assert_eq!(
         sweep_if_due(&mut store, &cfg, 9 * S, &present).unwrap(),
@@ -278,10 +278,10 @@ fn arm_only_once() {
     // cluster; later workers find it armed and write nothing.
     let cfg = guide_cfg();
     let mut store = MemoryStore::default();
-    arm(&mut store, &cfg, 3 * S).unwrap();
+    arm(&mut store, &cfg, 3 * S, 3 * S).unwrap();
     assert_eq!(store.writes, 1);
     assert_eq!(store.table.next_sweep, 13 * S);
-    arm(&mut store, &cfg, 5 * S).unwrap();
+    arm(&mut store, &cfg, 5 * S, 5 * S).unwrap();
     assert_eq!(store.writes, 1);
     assert_eq!(store.table.next_sweep, 13 * S);
 }

@@ -96,7 +96,13 @@ impl Engine {
         if self.table_generation == Some(table.generation) {
             return false;
         }
+        let before = self.unhealthy.clone();
         self.mark(table);
+        if self.unhealthy == before {
+            // Same hosts ejected (e.g. only a backoff decayed): Envoy's host
+            // sets did not change, so neither do its schedulers and cursors.
+            return false;
+        }
         self.balancer
             .rebuild(&self.ranking, &self.unhealthy, &mut self.rng);
         true

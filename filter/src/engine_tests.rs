@@ -307,7 +307,7 @@ fn seed_step6_outlier_ejection_spreads_over_the_other_three() {
         present: &present,
     };
     let mut store = MemoryStore::default();
-    crate::detector::arm(&mut store, &cfg, 0).unwrap();
+    crate::detector::arm(&mut store, &cfg, 0, 0).unwrap();
     let abc = address_of(&e, ABC12);
     for i in 0..5 {
         let r = record(&mut store, &cfg, &abc, Outcome::Http(503), 1, &view).unwrap();

@@ -53,6 +53,8 @@ pub struct FilterRoot {
     clusters: HashMap<String, ClusterState>,
     metrics: Metrics,
     seed: u64,
+    /// When the plugin was configured: interval sweeps count from here.
+    configured_at: u64,
 }
 
 impl FilterRoot {
@@ -63,6 +65,7 @@ impl FilterRoot {
             clusters: HashMap::new(),
             metrics: Metrics::default(),
             seed,
+            configured_at: 0,
         }
     }
 
@@ -100,6 +103,7 @@ impl FilterRoot {
             host.log(LogLevel::Warn, &format!("locality-failover: {warning}"));
         }
         self.own_labels = own_labels(host, &settings);
+        self.configured_at = host.now_nanos();
         if !self.own_labels.contains_key(LABEL_REGION) {
             host.log(
                 LogLevel::Warn,
@@ -158,10 +162,11 @@ impl FilterRoot {
         let Some(settings) = &self.settings else { return };
         let Some(outlier) = settings.policy.outlier.clone() else { return };
         let now = host.now_nanos();
+        let origin = self.configured_at;
         let mut store = SharedStore::new(host, &settings.shared_prefix, cluster);
         let result = store
             .ensure_streaks(addresses.iter().map(String::as_str))
-            .and_then(|()| detector::arm(&mut store, &outlier, now));
+            .and_then(|()| detector::arm(&mut store, &outlier, now, origin));
         if let Err(e) = result {
             host.log(LogLevel::Warn, &format!("locality-failover: shared data for {cluster}: {e}"));
             self.metrics.inc(host, Metric::HostErrors);

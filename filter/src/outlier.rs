@@ -171,14 +171,20 @@ impl EjectionTable {
             .count()
     }
 
-    /// Starts the interval timer if no worker has yet.
-    pub fn arm(&mut self, now: u64, cfg: &OutlierConfig) -> bool {
-        if self.next_sweep == 0 {
-            self.next_sweep = now.saturating_add(nanos(cfg.interval));
-            self.generation += 1;
-            return true;
+    /// Starts the interval timer if no worker has yet. Envoy starts it when
+    /// the cluster is created; the filter counts intervals from `origin`
+    /// (when the plugin was configured), so the first sweep is the first
+    /// multiple of the interval after `now`, whenever the first request comes.
+    pub fn arm(&mut self, now: u64, origin: u64, cfg: &OutlierConfig) -> bool {
+        if self.next_sweep != 0 {
+            return false;
         }
-        false
+        let interval = nanos(cfg.interval).max(1);
+        let origin = origin.min(now);
+        let elapsed = now - origin;
+        self.next_sweep = origin.saturating_add((elapsed / interval + 1).saturating_mul(interval));
+        self.generation += 1;
+        true
     }
 
     /// `onConsecutiveErrorWorker` + `ejectHost`. `total_hosts` counts every
@@ -245,6 +251,7 @@ impl EjectionTable {
         let max_time = nanos(cfg.max_ejection_time);
         let interval = nanos(cfg.interval);
         let mut back = Vec::new();
+        let before = self.hosts.clone();
         self.hosts.retain(|address, _| present(address));
         for (address, h) in self.hosts.iter_mut() {
             if h.ejected {
@@ -269,7 +276,11 @@ impl EjectionTable {
         }
         self.hosts.retain(|_, h| h.ejected || h.backoff > 0);
         self.next_sweep = now.saturating_add(interval);
-        self.generation += 1;
+        // Readers rebuild on a new generation: bump it only when the
+        // ejection state changed, not on every tick of the timer.
+        if self.hosts != before {
+            self.generation += 1;
+        }
         back
     }
 }

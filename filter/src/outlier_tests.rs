@@ -382,7 +382,7 @@ fn unejection_happens_only_at_a_sweep() {
     // checkHostForUneject only; time passing alone changes nothing.
     let c = cfg();
     let mut t = EjectionTable::default();
-    t.arm(0, &c); // sweeps at 10, 20, 30, 40 s...
+    t.arm(0, 0, &c); // sweeps at 10, 20, 30, 40 s...
     eject(&mut t, "a", 4, 5 * S, &c);
     assert!(t.is_ejected("a"));
     assert!(!t.sweep_due(9 * S));
@@ -469,11 +469,9 @@ fn sweep_rearms_one_interval_from_now() {
     // envoy outlier_detection_impl.cc onIntervalTimer: armIntervalTimer() after each run.
     let c = cfg();
     let mut t = EjectionTable::default();
-    t.arm(0, &c);
-    let g = t.generation;
+    t.arm(0, 0, &c);
     t.sweep(13 * S, &everyone, &c);
     assert_eq!(t.next_sweep, 23 * S);
-    assert!(t.generation > g);
     assert!(!t.sweep_due(22 * S));
     assert!(t.sweep_due(23 * S));
 }
@@ -485,8 +483,37 @@ fn arm_only_once() {
     let c = cfg();
     let mut t = EjectionTable::default();
     assert!(!t.sweep_due(u64::MAX));
-    assert!(t.arm(5 * S, &c));
+    assert!(t.arm(5 * S, 5 * S, &c));
     assert_eq!(t.next_sweep, 15 * S);
-    assert!(!t.arm(7 * S, &c));
+    assert!(!t.arm(7 * S, 7 * S, &c));
     assert_eq!(t.next_sweep, 15 * S);
+}
+
+#[test]
+fn sweeps_count_from_configuration_not_from_the_first_request() {
+    // envoy outlier_detection_impl.cc: the interval timer starts when the
+    // cluster is created. Configured at 0 with a 10s interval, a first
+    // request at 15s finds the next sweep at 20s, not 25s.
+    let c = cfg();
+    let mut t = EjectionTable::default();
+    assert!(t.arm(15 * S, 0, &c));
+    assert_eq!(t.next_sweep, 20 * S);
+    let mut t = EjectionTable::default();
+    assert!(t.arm(20 * S, 0, &c));
+    assert_eq!(t.next_sweep, 30 * S, "a sweep exactly now has already happened");
+}
+
+#[test]
+fn a_sweep_that_changes_nothing_keeps_the_generation() {
+    // Readers rebuild their balancer on a new generation; a timer tick with
+    // nothing to uneject or decay must not make them (Envoy rebuilds its
+    // schedulers only when a host set changes).
+    let c = cfg();
+    let mut t = EjectionTable::default();
+    t.arm(0, 0, &c);
+    let g = t.generation;
+    let back = t.sweep(10 * S, &|_| true, &c);
+    assert!(back.is_empty());
+    assert_eq!(t.generation, g);
+    assert_eq!(t.next_sweep, 20 * S);
 }
