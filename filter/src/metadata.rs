@@ -62,6 +62,10 @@ fn endpoint_spec(entry: prost_types::Struct) -> Result<EndpointSpec, String> {
     let mut address = None;
     for (key, value) in entry.fields {
         let kind = value.kind;
+        // A null field is an absent one, as in the JSON form.
+        if matches!(kind, None | Some(Kind::NullValue(_))) {
+            continue;
+        }
         match key.as_str() {
             "address" => address = Some(string_field(&key, kind)?),
             "name" => spec.name = Some(string_field(&key, kind)?),

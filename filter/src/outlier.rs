@@ -182,8 +182,8 @@ impl EjectionTable {
         let interval = nanos(cfg.interval).max(1);
         let origin = origin.min(now);
         let elapsed = now - origin;
-        self.next_sweep = origin.saturating_add((elapsed / interval + 1).saturating_mul(interval));
-        self.generation += 1;
+        self.next_sweep = origin.saturating_add((elapsed / interval).saturating_add(1).saturating_mul(interval));
+        self.generation = self.generation.wrapping_add(1);
         true
     }
 
@@ -227,7 +227,7 @@ impl EjectionTable {
         if u64::from(record.backoff).saturating_mul(base) < max_time.saturating_add(base) {
             record.backoff += 1;
         }
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
         EjectResult::Ejected
     }
 
@@ -279,7 +279,7 @@ impl EjectionTable {
         // Readers rebuild on a new generation: bump it only when the
         // ejection state changed, not on every tick of the timer.
         if self.hosts != before {
-            self.generation += 1;
+            self.generation = self.generation.wrapping_add(1);
         }
         back
     }
