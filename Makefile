@@ -21,13 +21,13 @@ build: $(WASM)
 
 $(WASM): $(shell find filter/src -name '*.rs') filter/Cargo.toml Cargo.toml Cargo.lock
 	scripts/setup.sh --tools
-	$(CARGO) build --release -p locality-failover --target $(WASM_TARGET)
+	$(CARGO) build --profile wasm -p locality-failover --target $(WASM_TARGET)
 	@mkdir -p build
 	@if command -v wasm-opt >/dev/null 2>&1; then \
 	  wasm-opt -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
 	    --enable-nontrapping-float-to-int --enable-mutable-globals --enable-multivalue --enable-reference-types \
-	    target/$(WASM_TARGET)/release/locality_failover.wasm -o $@; \
-	else cp target/$(WASM_TARGET)/release/locality_failover.wasm $@; fi
+	    target/$(WASM_TARGET)/wasm/locality_failover.wasm -o $@; \
+	else cp target/$(WASM_TARGET)/wasm/locality_failover.wasm $@; fi
 	@ls -l $@
 
 ## test: everything CI runs (unit, scenarios in sim, wasm engine tests, fuzz smoke, real-Envoy e2e)
@@ -39,7 +39,7 @@ unit:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p locality-failover --target $(WASM_TARGET) --release -- -D warnings
+	$(CARGO) clippy -p locality-failover --target $(WASM_TARGET) --profile wasm -- -D warnings
 
 ## scenarios: every shared and project scenario in sim mode, 1 and 2 workers
 scenarios:

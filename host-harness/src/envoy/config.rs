@@ -973,7 +973,7 @@ pub struct ExampleFile {
 }
 
 /// Where the examples expect the built filter (relative to the repository root).
-pub const EXAMPLE_WASM: &str = "target/wasm32-wasip1/release/locality_failover.wasm";
+pub const EXAMPLE_WASM: &str = "build/locality_failover.wasm";
 /// Directory of the examples, relative to the repository root (their
 /// xDS files are there too, and it is their watched directory).
 pub const EXAMPLE_DIR: &str = "envoy";
@@ -1217,7 +1217,7 @@ fn example_header(mode: &str, what: &str, xds_file: &str, wasm: bool) -> String 
     if wasm {
         h.push_str(&format!(
             "#   {EXAMPLE_WASM}  the built filter\n\
-             #     (cargo build --release --target wasm32-wasip1 -p locality-failover)\n"
+             #     (cargo build --profile wasm --target wasm32-wasip1 -p locality-failover)\n"
         ));
     }
     h.push_str(&format!(

@@ -9,12 +9,12 @@ use std::process::Command;
 pub fn wasm() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "--release", "-p", "locality-failover", "--target", "wasm32-wasip1"])
+        .args(["build", "-q", "--profile", "wasm", "-p", "locality-failover", "--target", "wasm32-wasip1"])
         .current_dir(&root)
         .status()
         .expect("cargo build");
     assert!(status.success(), "building the filter failed");
-    root.join("target/wasm32-wasip1/release/locality_failover.wasm")
+    root.join("target/wasm32-wasip1/wasm/locality_failover.wasm")
 }
 
 /// The guide's locality labels for a zone: `us-east-1*` is `net1`, the rest `net2`.
