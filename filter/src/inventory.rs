@@ -28,7 +28,8 @@ pub struct EndpointSpec {
     /// Reported in logs and scenario results; defaults to the address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// `null` reads as no labels, as in the metadata (Struct) form.
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: Labels,
     /// `region/zone/subzone`, as Istio writes a locality.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +40,10 @@ pub struct EndpointSpec {
     /// that reaches this endpoint's locality.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Labels, D::Error> {
+    Ok(Option::<Labels>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A validated endpoint.
