@@ -143,6 +143,11 @@ pub struct Balancer {
     load: Vec<u32>,
     panic: Vec<bool>,
     weights: Vec<u32>,
+    /// Per inventory index: its position in its priority's healthy list
+    /// and in its all-hosts list (`u32::MAX`: not there), so that
+    /// [`Balancer::fallbacks`] finds the pick in O(1).
+    healthy_pos: Vec<u32>,
+    all_pos: Vec<u32>,
 }
 
 /// Per-priority state as Envoy computes it, exposed for tests and the runner.
@@ -162,6 +167,8 @@ impl Balancer {
             load: Vec::new(),
             panic: Vec::new(),
             weights: Vec::new(),
+            healthy_pos: Vec::new(),
+            all_pos: Vec::new(),
         }
     }
 
@@ -200,6 +207,23 @@ impl Balancer {
             levels.push(level);
         }
         self.levels = levels;
+        let n_endpoints = ranking.priority.len();
+        self.healthy_pos.clear();
+        self.healthy_pos.resize(n_endpoints, u32::MAX);
+        self.all_pos.clear();
+        self.all_pos.resize(n_endpoints, u32::MAX);
+        for level in &self.levels {
+            for (pos, h) in level.healthy.hosts.iter().enumerate() {
+                if let Some(slot) = self.healthy_pos.get_mut(*h) {
+                    *slot = pos as u32;
+                }
+            }
+            for (pos, h) in level.all.hosts.iter().enumerate() {
+                if let Some(slot) = self.all_pos.get_mut(*h) {
+                    *slot = pos as u32;
+                }
+            }
+        }
         self.weights.clone_from(&ranking.weight);
         let view = compute_loads(&self.levels, self.panic_threshold);
         self.load = view.load;
@@ -272,7 +296,15 @@ impl Balancer {
         let source = if first.panic { Source::All } else { Source::Healthy };
         if let Some(level) = self.levels.get(p) {
             let hosts = level.hosts(source);
-            if let Some(start) = position_of(hosts, first.endpoint) {
+            let index = match source {
+                Source::Healthy => &self.healthy_pos,
+                Source::All => &self.all_pos,
+            };
+            let start = index
+                .get(first.endpoint)
+                .map(|p| *p as usize)
+                .filter(|p| hosts.get(*p) == Some(&first.endpoint));
+            if let Some(start) = start {
                 for k in 1..hosts.len() {
                     if out.len() >= max {
                         return;
@@ -331,12 +363,6 @@ fn locality_groups(level: &mut Level, prev: Option<&Level>, ranking: &Ranking, u
     if effective.iter().any(|w| *w > 0.0) {
         level.locality_edf = Some(Edf::new(effective, rng));
     }
-}
-
-/// Position of `endpoint` in a host list. Lists are in inventory order, so
-/// a binary search finds it.
-fn position_of(hosts: &[usize], endpoint: usize) -> Option<usize> {
-    hosts.binary_search(&endpoint).ok()
 }
 
 fn weights_equal(hosts: &[usize], weights: &[u32]) -> bool {

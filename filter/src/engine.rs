@@ -131,10 +131,17 @@ impl Engine {
     /// Picks the endpoint for one request and the ones retries should take.
     /// `None`: nothing can be picked (Envoy's "no healthy upstream").
     pub fn decide(&mut self, max_hosts: usize) -> Option<Decision> {
-        let pick = self.balancer.pick(&mut self.rng, &self.active)?;
         let mut hosts = Vec::with_capacity(max_hosts.max(1));
-        self.balancer.fallbacks(pick, max_hosts.max(1), &mut hosts);
+        let pick = self.decide_into(max_hosts, &mut hosts)?;
         Some(Decision { pick, hosts })
+    }
+
+    /// [`Engine::decide`] into a caller-owned buffer (the request path
+    /// reuses one, so a pick allocates nothing). `hosts` is overwritten.
+    pub fn decide_into(&mut self, max_hosts: usize, hosts: &mut Vec<usize>) -> Option<Pick> {
+        let pick = self.balancer.pick(&mut self.rng, &self.active)?;
+        self.balancer.fallbacks(pick, max_hosts.max(1), hosts);
+        Some(pick)
     }
 
     /// Least-request bookkeeping: a request to `endpoint` started / ended.

@@ -45,6 +45,8 @@ struct ClusterState {
     checked_at: u64,
     /// When the cached ejection table says the next sweep is due.
     next_sweep: u64,
+    /// `<prefix>/<cluster>/epoch`, read on every request.
+    epoch_key: String,
 }
 
 pub struct FilterRoot {
@@ -55,6 +57,11 @@ pub struct FilterRoot {
     seed: u64,
     /// When the plugin was configured: interval sweeps count from here.
     configured_at: u64,
+    /// Buffers reused by every request (the request path allocates only
+    /// what the host hands over and what the request must remember).
+    scratch_hosts: Vec<usize>,
+    scratch_value: String,
+    scratch_key: String,
 }
 
 impl FilterRoot {
@@ -66,6 +73,9 @@ impl FilterRoot {
             metrics: Metrics::default(),
             seed,
             configured_at: 0,
+            scratch_hosts: Vec::new(),
+            scratch_value: String::new(),
+            scratch_key: String::new(),
         }
     }
 
@@ -133,6 +143,7 @@ impl FilterRoot {
                             revision: None,
                             checked_at: 0,
                             next_sweep: 0,
+                            epoch_key: crate::shared::epoch_key(&settings.shared_prefix, CONFIG_CLUSTER),
                         },
                     );
                 }
@@ -144,29 +155,21 @@ impl FilterRoot {
             }
         }
         self.settings = Some(settings);
-        if let Some(state) = self.clusters.get(CONFIG_CLUSTER) {
-            let addresses: Vec<String> = state
-                .engine
-                .inventory()
-                .endpoints()
-                .iter()
-                .map(|e| e.address.clone())
-                .collect();
-            self.prepare_shared(host, CONFIG_CLUSTER, &addresses);
-        }
+        self.prepare_shared(host, CONFIG_CLUSTER);
         true
     }
 
     /// Creates the shared keys for an inventory and arms the sweep timer.
-    fn prepare_shared(&mut self, host: &mut dyn Host, cluster: &str, addresses: &[String]) {
+    fn prepare_shared(&mut self, host: &mut dyn Host, cluster: &str) {
         let Some(settings) = &self.settings else { return };
-        let Some(outlier) = settings.policy.outlier.clone() else { return };
+        let Some(outlier) = &settings.policy.outlier else { return };
+        let Some(state) = self.clusters.get(cluster) else { return };
         let now = host.now_nanos();
         let origin = self.configured_at;
         let mut store = SharedStore::new(host, &settings.shared_prefix, cluster);
         let result = store
-            .ensure_streaks(addresses.iter().map(String::as_str))
-            .and_then(|()| detector::arm(&mut store, &outlier, now, origin));
+            .ensure_streaks(state.engine.inventory().endpoints().iter().map(|e| e.address.as_str()))
+            .and_then(|()| detector::arm(&mut store, outlier, now, origin));
         if let Err(e) = result {
             host.log(LogLevel::Warn, &format!("locality-failover: shared data for {cluster}: {e}"));
             self.metrics.inc(host, Metric::HostErrors);
@@ -219,20 +222,18 @@ impl FilterRoot {
         // sent before anything else. Unconfigured (configuration refused),
         // the default header names are dropped and the request is left to
         // Envoy's own load balancer.
-        let header = match &self.settings {
-            Some(s) => s.steering.header.clone(),
-            None => {
-                for h in [DEFAULT_OVERRIDE_HEADER, DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_ROUTE_HEADER] {
-                    if !self.strip_client_header(host, h) {
-                        return None;
-                    }
+        let Some(settings) = &self.settings else {
+            for h in [DEFAULT_OVERRIDE_HEADER, DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_ROUTE_HEADER] {
+                if !strip_client_header(&self.metrics, host, h) {
+                    return None;
                 }
-                return None;
             }
+            return None;
         };
-        if !self.strip_client_header(host, &header) {
+        if !strip_client_header(&self.metrics, host, &settings.steering.header) {
             return None;
         }
+        // One clock read serves the whole callback.
         let now = host.now_nanos();
         let cluster = self.cluster_for_request(host, now)?;
         if self.clusters.get(&cluster).is_some_and(|s| s.next_sweep != 0 && now >= s.next_sweep) {
@@ -240,81 +241,60 @@ impl FilterRoot {
         }
         self.refresh_ejections(host, &cluster);
         let settings = self.settings.as_ref()?;
-        let steering = settings.steering.clone();
+        let steering = &settings.steering;
         let state = self.clusters.get_mut(&cluster)?;
-        let Some(decision) = state.engine.decide(steering.max_hosts) else {
+        let Some(pick) = state.engine.decide_into(steering.max_hosts, &mut self.scratch_hosts) else {
             self.metrics.inc(host, Metric::NoHealthy);
             let _ = host.send_local_reply(503, "no healthy upstream");
             return None;
         };
         let engine = &state.engine;
-        let list: Vec<String> = decision
-            .hosts
-            .iter()
-            .filter_map(|i| engine.endpoint(*i).map(|e| e.address.clone()))
-            .collect();
-        let value = match steering.mode {
-            SteeringMode::OverrideHost => list
-                .iter()
-                .map(|a| format!("{}{a}", steering.address_prefix))
-                .collect::<Vec<_>>()
-                .join(","),
-            SteeringMode::OriginalDst => match list.first() {
-                Some(a) => format!("{}{a}", steering.address_prefix),
-                None => return None,
-            },
-            SteeringMode::RouteHeader => {
-                match engine.endpoint(decision.pick.endpoint).and_then(|e| e.backend.clone()) {
-                    Some(b) => b,
-                    None => {
-                        self.metrics.inc(host, Metric::InventoryErrors);
-                        host.log(LogLevel::Warn, "locality-failover: route-header mode needs a `backend` on every endpoint; request left to the route");
-                        return None;
+        // The header value is written into a reused buffer: no per-entry
+        // format!, no intermediate list, no join.
+        let value = &mut self.scratch_value;
+        value.clear();
+        let mut list = Vec::new();
+        match steering.mode {
+            SteeringMode::OverrideHost | SteeringMode::OriginalDst => {
+                list.reserve_exact(self.scratch_hosts.len());
+                list.extend(
+                    self.scratch_hosts
+                        .iter()
+                        .filter_map(|i| engine.endpoint(*i).map(|e| e.address.clone())),
+                );
+                if list.is_empty() {
+                    return None;
+                }
+                let written = if steering.mode == SteeringMode::OverrideHost { list.len() } else { 1 };
+                for (k, a) in list.iter().take(written).enumerate() {
+                    if k > 0 {
+                        value.push(',');
                     }
+                    value.push_str(&steering.address_prefix);
+                    value.push_str(a);
                 }
             }
-        };
-        state.engine.begin(decision.pick.endpoint);
-        if let Err(e) = host.set_request_header(&header, Some(&value)) {
-            host.log(LogLevel::Error, &format!("locality-failover: cannot set {header}: {e}"));
+            SteeringMode::RouteHeader => match engine.endpoint(pick.endpoint).and_then(|e| e.backend.as_deref()) {
+                Some(b) => value.push_str(b),
+                None => {
+                    self.metrics.inc(host, Metric::InventoryErrors);
+                    host.log(LogLevel::Warn, "locality-failover: route-header mode needs a `backend` on every endpoint; request left to the route");
+                    return None;
+                }
+            },
+        }
+        state.engine.begin(pick.endpoint);
+        if let Err(e) = host.set_request_header(&steering.header, Some(value)) {
+            host.log(LogLevel::Error, &format!("locality-failover: cannot set {}: {e}", steering.header));
             self.metrics.inc(host, Metric::HostErrors);
             return None;
         }
-        self.metrics.request(host, decision.pick.priority);
+        self.metrics.request(host, pick.priority);
         Some(RequestState {
             cluster,
-            list: if steering.mode == SteeringMode::RouteHeader {
-                vec![]
-            } else {
-                list
-            },
-            priority: decision.pick.priority,
+            list,
+            priority: pick.priority,
         })
-    }
-
-    /// Removes a client-sent steering header. When that cannot be done the
-    /// request is answered 503 here (fail closed) and `false` is returned.
-    fn strip_client_header(&mut self, host: &mut dyn Host, header: &str) -> bool {
-        let present = match host.request_header(header) {
-            Ok(v) => v.is_some(),
-            // Cannot tell: remove it anyway.
-            Err(_) => true,
-        };
-        if !present {
-            return true;
-        }
-        match host.set_request_header(header, None) {
-            Ok(()) => {
-                self.metrics.inc(host, Metric::ClientHeaderRemoved);
-                true
-            }
-            Err(e) => {
-                host.log(LogLevel::Error, &format!("locality-failover: cannot remove client {header}: {e}; answering 503"));
-                self.metrics.inc(host, Metric::HostErrors);
-                let _ = host.send_local_reply(503, "steering header could not be removed");
-                false
-            }
-        }
     }
 
     /// Which cluster this request is for, loading or refreshing its inventory.
@@ -323,9 +303,9 @@ impl FilterRoot {
         let InventorySource::ClusterMetadata { namespace } = &settings.inventory else {
             return Some(CONFIG_CLUSTER.to_string());
         };
-        let namespace = namespace.clone();
         let cluster = match host.property(&["xds", "cluster_name"]) {
-            Ok(Some(b)) => decode::string(&b)?,
+            // The host's buffer becomes the String: no copy.
+            Ok(Some(b)) => String::from_utf8(b).ok()?,
             Ok(None) => {
                 self.metrics.inc(host, Metric::Passthrough);
                 return None;
@@ -340,7 +320,7 @@ impl FilterRoot {
         // noticed on the next request; otherwise the metadata is compared
         // once per INVENTORY_CHECK.
         let revision = host
-            .property(&["xds", "cluster_metadata", "filter_metadata", &namespace, "revision"])
+            .property(&["xds", "cluster_metadata", "filter_metadata", namespace, "revision"])
             .ok()
             .flatten();
         let due = match self.clusters.get(&cluster) {
@@ -351,6 +331,7 @@ impl FilterRoot {
             },
         };
         if due {
+            let namespace = namespace.clone();
             if let Some(state) = self.clusters.get_mut(&cluster) {
                 state.revision.clone_from(&revision);
             }
@@ -367,37 +348,11 @@ impl FilterRoot {
     /// Reads the cluster metadata; decodes it only if its bytes changed.
     /// A bad new inventory keeps the last good one (logged once per change).
     fn load_metadata(&mut self, host: &mut dyn Host, cluster: &str, namespace: &str, now: u64) {
-        let bytes = match host.property(&["xds", "cluster_metadata"]) {
-            Ok(b) => b.unwrap_or_default(),
-            Err(e) => {
-                host.log(LogLevel::Warn, &format!("locality-failover: xds.cluster_metadata: {e}"));
-                self.metrics.inc(host, Metric::HostErrors);
-                return;
-            }
-        };
-        let hash = fnv1a(&bytes);
-        if let Some(state) = self.clusters.get_mut(cluster) {
-            state.checked_at = now;
-            if state.metadata_hash == Some(hash) {
-                return;
-            }
-            state.metadata_hash = Some(hash);
-        }
-        let inventory = match crate::metadata::inventory_from_metadata(&bytes, namespace) {
-            Ok(inv) => inv,
-            Err(crate::inventory::InventoryError::MissingNamespace(_)) if !self.clusters.contains_key(cluster) => {
-                // Not a cluster this plugin manages.
-                return;
-            }
-            Err(e) => {
-                host.log(LogLevel::Warn, &format!("locality-failover: cluster {cluster}: inventory refused, keeping the last good one: {e}"));
-                self.metrics.inc(host, Metric::InventoryErrors);
-                return;
-            }
-        };
+        // The metadata bytes (megabytes for a large inventory) are freed as
+        // soon as they are decoded, before the engine is rebuilt.
+        let Some((inventory, hash)) = self.decode_metadata(host, cluster, namespace, now) else { return };
         let Some(settings) = &self.settings else { return };
-        let addresses: Vec<String> = inventory.endpoints().iter().map(|e| e.address.clone()).collect();
-        if let Some(warning) = crate::lint::ejection_cap(settings, addresses.len()) {
+        if let Some(warning) = crate::lint::ejection_cap(settings, inventory.len()) {
             host.log(LogLevel::Warn, &format!("locality-failover: cluster {cluster}: {warning}"));
         }
         match self.clusters.get_mut(cluster) {
@@ -415,14 +370,49 @@ impl FilterRoot {
                         revision: None,
                         checked_at: now,
                         next_sweep: 0,
+                        epoch_key: crate::shared::epoch_key(&settings.shared_prefix, cluster),
                     },
                 );
                 self.metrics.inc(host, Metric::InventoryUpdates);
             }
         }
-        self.prepare_shared(host, cluster, &addresses);
+        self.prepare_shared(host, cluster);
         // Force the ejection view to be re-read for the new inventory.
         self.refresh_ejections_forced(host, cluster);
+    }
+
+    /// Reads and decodes the cluster metadata; `None` when it is unchanged,
+    /// unreadable, refused (logged) or not this plugin's.
+    fn decode_metadata(&mut self, host: &mut dyn Host, cluster: &str, namespace: &str, now: u64) -> Option<(Inventory, u64)> {
+        let bytes = match host.property(&["xds", "cluster_metadata"]) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                host.log(LogLevel::Warn, &format!("locality-failover: xds.cluster_metadata: {e}"));
+                self.metrics.inc(host, Metric::HostErrors);
+                return None;
+            }
+        };
+        let hash = fnv1a(&bytes);
+        if let Some(state) = self.clusters.get_mut(cluster) {
+            state.checked_at = now;
+            if state.metadata_hash == Some(hash) {
+                return None;
+            }
+            state.metadata_hash = Some(hash);
+        }
+        let inventory = match crate::metadata::inventory_from_metadata(&bytes, namespace) {
+            Ok(inv) => inv,
+            Err(crate::inventory::InventoryError::MissingNamespace(_)) if !self.clusters.contains_key(cluster) => {
+                // Not a cluster this plugin manages.
+                return None;
+            }
+            Err(e) => {
+                host.log(LogLevel::Warn, &format!("locality-failover: cluster {cluster}: inventory refused, keeping the last good one: {e}"));
+                self.metrics.inc(host, Metric::InventoryErrors);
+                return None;
+            }
+        };
+        Some((inventory, hash))
     }
 
     /// Reads the 8-byte epoch; fetches the table only when it moved.
@@ -431,11 +421,9 @@ impl FilterRoot {
         if settings.policy.outlier.is_none() {
             return;
         }
-        let prefix = settings.shared_prefix.clone();
         let Some(state) = self.clusters.get_mut(cluster) else { return };
-        let store = SharedStore::new(host, &prefix, cluster);
-        match store.epoch() {
-            Ok(Some(epoch)) if state.engine.table_generation() != Some(epoch) => match store.table() {
+        match crate::shared::read_epoch(host, &state.epoch_key) {
+            Ok(Some(epoch)) if state.engine.table_generation() != Some(epoch) => match SharedStore::new(host, &settings.shared_prefix, cluster).table() {
                 Ok(table) => {
                     state.next_sweep = table.next_sweep;
                     state.engine.apply_table(&table);
@@ -459,13 +447,17 @@ impl FilterRoot {
         let Some(state) = self.clusters.get_mut(cluster) else { return };
         if let Ok(table) = SharedStore::new(host, &prefix, cluster).table() {
             state.next_sweep = table.next_sweep;
-            state.engine.set_inventory(state.engine.inventory().clone(), Some(&table));
+            // Same inventory: only the health view changes (no clone, no re-rank).
+            state.engine.apply_table(&table);
         }
     }
 
     /// `on_log`: attributes Envoy's final answer to the endpoints tried and
     /// feeds the shared outlier detector.
     pub fn on_log(&mut self, host: &mut dyn Host, request: &RequestState) {
+        if self.on_log_unchanged_success(host, request) {
+            return;
+        }
         let Some(settings) = &self.settings else { return };
         let prefix = settings.shared_prefix.clone();
         let address_prefix = settings.steering.address_prefix.clone();
@@ -527,6 +519,51 @@ impl FilterRoot {
         }
     }
 
+    /// The common case, settled with two property reads and one shared read
+    /// and no allocation besides the host's buffers: a single attempt, to
+    /// the first entry of the list, answered below 500, for an endpoint whose
+    /// streaks that success does not change. Returns `false` (having changed
+    /// nothing) when the full path is needed.
+    fn on_log_unchanged_success(&mut self, host: &mut dyn Host, request: &RequestState) -> bool {
+        let Some(settings) = &self.settings else { return false };
+        if settings.steering.mode == SteeringMode::RouteHeader {
+            return false;
+        }
+        let Some(first) = request.list.first() else { return false };
+        let attempts = host
+            .property(&["upstream", "request_attempt_count"])
+            .ok()
+            .flatten()
+            .and_then(|b| decode::u64_le(&b));
+        if attempts != Some(1) {
+            return false;
+        }
+        let code = host
+            .property(&["response", "code"])
+            .ok()
+            .flatten()
+            .and_then(|b| decode::i64_le(&b))
+            .and_then(|c| u16::try_from(c).ok())
+            .unwrap_or(0);
+        if !(100..500).contains(&code) {
+            return false;
+        }
+        let Some(state) = self.clusters.get_mut(&request.cluster) else { return true };
+        if let Some(outlier) = &settings.policy.outlier {
+            if state.engine.contains(first) {
+                crate::shared::streak_key_into(&mut self.scratch_key, &settings.shared_prefix, &request.cluster, first);
+                let Ok(current) = crate::shared::read_streaks(host, &self.scratch_key) else { return false };
+                let mut next = current;
+                let detections = next.record(crate::outlier::Outcome::Http(code), outlier);
+                if next != current || detections != [None, None] {
+                    return false;
+                }
+            }
+        }
+        state.engine.end(first);
+        true
+    }
+
     /// The engine of one cluster, for tests and the harness.
     pub fn engine(&self, cluster: &str) -> Option<&Engine> {
         self.clusters.get(cluster).map(|s| &s.engine)
@@ -536,6 +573,31 @@ impl FilterRoot {
 /// Reads Envoy's final answer. The common case, one attempt answered below
 /// 500, needs two property reads: the attempt went to the first entry the
 /// filter wrote, and no response flag can change its outcome.
+/// Removes a client-sent steering header. When that cannot be done the
+/// request is answered 503 here (fail closed) and `false` is returned.
+fn strip_client_header(metrics: &Metrics, host: &mut dyn Host, header: &str) -> bool {
+    let present = match host.request_header(header) {
+        Ok(v) => v.is_some(),
+        // Cannot tell: remove it anyway.
+        Err(_) => true,
+    };
+    if !present {
+        return true;
+    }
+    match host.set_request_header(header, None) {
+        Ok(()) => {
+            metrics.inc(host, Metric::ClientHeaderRemoved);
+            true
+        }
+        Err(e) => {
+            host.log(LogLevel::Error, &format!("locality-failover: cannot remove client {header}: {e}; answering 503"));
+            metrics.inc(host, Metric::HostErrors);
+            let _ = host.send_local_reply(503, "steering header could not be removed");
+            false
+        }
+    }
+}
+
 fn read_answer(host: &dyn Host, address_prefix: &str, first: Option<&String>, shape: RetryShape) -> FinalAnswer {
     let prop = |path: &[&str]| host.property(path).ok().flatten();
     let code = prop(&["response", "code"])

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +52,9 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Labels, D::Er
 pub struct Endpoint {
     pub name: String,
     pub address: String,
-    pub labels: Labels,
+    /// Shared between endpoints with the same labels (an inventory has a
+    /// handful of distinct label sets, about one per locality).
+    pub labels: Arc<Labels>,
     pub weight: u32,
     pub backend: Option<String>,
 }
@@ -107,19 +110,11 @@ impl Inventory {
         if specs.len() > MAX_ENDPOINTS {
             return Err(InventoryError::TooMany(specs.len()));
         }
-        let mut seen = HashSet::with_capacity(specs.len());
-        let mut endpoints = Vec::with_capacity(specs.len());
+        let mut builder = InventoryBuilder::with_capacity(specs.len());
         for (index, spec) in specs.into_iter().enumerate() {
-            let endpoint = validate(index, spec)?;
-            if !seen.insert(endpoint.address.clone()) {
-                return Err(InventoryError::Duplicate {
-                    index,
-                    value: endpoint.address,
-                });
-            }
-            endpoints.push(endpoint);
+            builder.push(index, spec)?;
         }
-        Ok(Inventory { endpoints })
+        Ok(builder.finish())
     }
 
     /// Parses the JSON form: `{"endpoints": [...]}` or a bare array.
@@ -173,7 +168,7 @@ impl Inventory {
             .map(|e| EndpointSpec {
                 address: e.address.clone(),
                 name: Some(e.name.clone()),
-                labels: e.labels.clone(),
+                labels: (*e.labels).clone(),
                 locality: None,
                 weight: Some(e.weight),
                 backend: e.backend.clone(),
@@ -182,7 +177,55 @@ impl Inventory {
     }
 }
 
-fn validate(index: usize, spec: EndpointSpec) -> Result<Endpoint, InventoryError> {
+/// Validates endpoints one at a time (a decoder hands them over as it reads
+/// them) and shares identical label sets between endpoints.
+#[derive(Debug, Default)]
+pub struct InventoryBuilder {
+    seen: HashSet<String>,
+    endpoints: Vec<Endpoint>,
+    label_sets: HashSet<Arc<Labels>>,
+}
+
+impl InventoryBuilder {
+    pub fn with_capacity(n: usize) -> InventoryBuilder {
+        InventoryBuilder {
+            seen: HashSet::with_capacity(n),
+            endpoints: Vec::with_capacity(n),
+            label_sets: HashSet::new(),
+        }
+    }
+
+    /// Validates entry `index`; a bad entry refuses the whole inventory.
+    pub fn push(&mut self, index: usize, spec: EndpointSpec) -> Result<(), InventoryError> {
+        let endpoint = validate(index, spec, &mut self.label_sets)?;
+        if !self.seen.insert(endpoint.address.clone()) {
+            return Err(InventoryError::Duplicate {
+                index,
+                value: endpoint.address,
+            });
+        }
+        self.endpoints.push(endpoint);
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Inventory {
+        self.endpoints.shrink_to_fit();
+        Inventory {
+            endpoints: self.endpoints,
+        }
+    }
+}
+
+fn intern(labels: Labels, sets: &mut HashSet<Arc<Labels>>) -> Arc<Labels> {
+    if let Some(shared) = sets.get(&labels) {
+        return Arc::clone(shared);
+    }
+    let shared = Arc::new(labels);
+    sets.insert(Arc::clone(&shared));
+    shared
+}
+
+fn validate(index: usize, spec: EndpointSpec, label_sets: &mut HashSet<Arc<Labels>>) -> Result<Endpoint, InventoryError> {
     let address = spec.address.trim();
     let parsed: SocketAddr = address.parse().map_err(|_| InventoryError::BadAddress {
         index,
@@ -222,7 +265,7 @@ fn validate(index: usize, spec: EndpointSpec) -> Result<Endpoint, InventoryError
     Ok(Endpoint {
         name: spec.name.unwrap_or_else(|| address.clone()),
         address,
-        labels,
+        labels: intern(labels, label_sets),
         weight,
         backend: spec.backend,
     })

@@ -152,6 +152,34 @@ impl OutlierStore for SharedStore<'_> {
     }
 }
 
+/// `<prefix>/<cluster>/epoch`, computed once per cluster by the caller.
+pub fn epoch_key(prefix: &str, cluster: &str) -> String {
+    format!("{prefix}/{cluster}/epoch")
+}
+
+/// Writes `<prefix>/<cluster>/streak/<address>` into a reused buffer.
+pub fn streak_key_into(buf: &mut String, prefix: &str, cluster: &str, address: &str) {
+    buf.clear();
+    buf.push_str(prefix);
+    buf.push('/');
+    buf.push_str(cluster);
+    buf.push_str("/streak/");
+    buf.push_str(address);
+}
+
+/// The hot-path epoch read, with a precomputed key (no allocation besides
+/// the host's buffer).
+pub fn read_epoch(host: &dyn Host, epoch_key: &str) -> Result<Option<u64>, HostError> {
+    let (value, _) = host.shared_data(epoch_key)?;
+    Ok(value.and_then(|v| crate::host::decode::u64_le(&v)))
+}
+
+/// One endpoint's streaks by precomputed key (missing key: zero).
+pub fn read_streaks(host: &dyn Host, streak_key: &str) -> Result<Streaks, HostError> {
+    let (value, _) = host.shared_data(streak_key)?;
+    Ok(value.map(|v| decode_streaks(&v)).unwrap_or_default())
+}
+
 pub fn encode_streaks(s: &Streaks) -> [u8; 12] {
     let mut out = [0u8; 12];
     for (chunk, v) in out.chunks_exact_mut(4).zip([s.c5xx, s.gateway, s.local_origin]) {

@@ -111,8 +111,27 @@ pub fn plugin_configuration() -> Result<Option<Vec<u8>>, HostError> {
     }
 }
 
+thread_local! {
+    /// The serialized property path, reused so a property read allocates
+    /// nothing besides the host's answer.
+    static PATH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
-    let serialized = path.join("\0");
+    PATH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => property_with(path, &mut buf),
+        Err(_) => property_with(path, &mut Vec::new()),
+    })
+}
+
+fn property_with(path: &[&str], serialized: &mut Vec<u8>) -> Result<Option<Vec<u8>>, HostError> {
+    serialized.clear();
+    for (i, segment) in path.iter().enumerate() {
+        if i > 0 {
+            serialized.push(0);
+        }
+        serialized.extend_from_slice(segment.as_bytes());
+    }
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: path bytes live for the call; out pointers are valid.
     let status = unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };

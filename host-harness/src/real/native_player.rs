@@ -161,7 +161,7 @@ pub fn ranked_endpoints(
         let mut ep = Endpoint::new(e.name.clone(), address)
             .with_priority(*priority)
             .with_weight(ranking.weight.get(i).copied().unwrap_or(e.weight));
-        ep.labels = e.labels.clone();
+        ep.labels = (*e.labels).clone();
         if let Some(w) = ranking
             .locality
             .get(i)
