@@ -65,13 +65,25 @@ impl HostSet {
     }
 
     /// A position in `hosts`, by the LB policy.
-    fn choose(&mut self, policy: LbPolicy, rng: &mut Rng, active: &[u32], weights: &[u32]) -> Option<usize> {
+    fn choose(
+        &mut self,
+        policy: LbPolicy,
+        rng: &mut Rng,
+        active: &[u32],
+        weights: &[u32],
+    ) -> Option<usize> {
         let len = self.hosts.len();
         if len == 0 {
             return None;
         }
         let hosts = &self.hosts;
-        let active_of = |pos: usize| hosts.get(pos).and_then(|h| active.get(*h)).copied().unwrap_or(0);
+        let active_of = |pos: usize| {
+            hosts
+                .get(pos)
+                .and_then(|h| active.get(*h))
+                .copied()
+                .unwrap_or(0)
+        };
         match (policy, self.edf.as_mut()) {
             // Envoy's random LB ignores host weights.
             (LbPolicy::Random, _) => Some(rng.below(len as u64) as usize),
@@ -98,7 +110,14 @@ impl HostSet {
 }
 
 fn edf_weight(hosts: &[usize], weights: &[u32], pos: usize) -> f64 {
-    f64::from(hosts.get(pos).and_then(|h| weights.get(*h)).copied().unwrap_or(1).max(1))
+    f64::from(
+        hosts
+            .get(pos)
+            .and_then(|h| weights.get(*h))
+            .copied()
+            .unwrap_or(1)
+            .max(1),
+    )
 }
 
 /// The hosts of one locality inside a priority (locality-weighted LB).
@@ -181,7 +200,9 @@ impl Balancer {
         let mut all: Vec<Vec<usize>> = vec![Vec::new(); n];
         let mut healthy: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (i, p) in ranking.priority.iter().enumerate() {
-            let Some(p) = p.map(|p| p as usize) else { continue };
+            let Some(p) = p.map(|p| p as usize) else {
+                continue;
+            };
             if let Some(list) = all.get_mut(p) {
                 list.push(i);
             }
@@ -293,7 +314,11 @@ impl Balancer {
         out.clear();
         out.push(first.endpoint);
         let mut p = first.priority as usize;
-        let source = if first.panic { Source::All } else { Source::Healthy };
+        let source = if first.panic {
+            Source::All
+        } else {
+            Source::Healthy
+        };
         if let Some(level) = self.levels.get(p) {
             let hosts = level.hosts(source);
             let index = match source {
@@ -332,14 +357,26 @@ impl Balancer {
 /// scheduler over `weight x min(1, 1.4 x healthy / hosts)` (Envoy
 /// `effectiveLocalityWeight`); a locality's weight is the sum of its
 /// endpoints' weights in this priority (istiod) unless `distribute` set one.
-fn locality_groups(level: &mut Level, prev: Option<&Level>, ranking: &Ranking, unhealthy: &[bool], rng: &mut Rng) {
+fn locality_groups(
+    level: &mut Level,
+    prev: Option<&Level>,
+    ranking: &Ranking,
+    unhealthy: &[bool],
+    rng: &mut Rng,
+) {
     let locality_of = |h: usize| ranking.locality.get(h).copied().unwrap_or(0);
     let mut ids: Vec<u32> = level.all.hosts.iter().map(|h| locality_of(*h)).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut effective = Vec::with_capacity(ids.len());
     for id in ids {
-        let members: Vec<usize> = level.all.hosts.iter().copied().filter(|h| locality_of(*h) == id).collect();
+        let members: Vec<usize> = level
+            .all
+            .hosts
+            .iter()
+            .copied()
+            .filter(|h| locality_of(*h) == id)
+            .collect();
         let healthy: Vec<usize> = members
             .iter()
             .copied()
@@ -349,9 +386,15 @@ fn locality_groups(level: &mut Level, prev: Option<&Level>, ranking: &Ranking, u
             .locality_weight
             .get(&id)
             .copied()
-            .unwrap_or_else(|| members.iter().map(|h| ranking.weight.get(*h).copied().unwrap_or(1)).sum());
+            .unwrap_or_else(|| {
+                members
+                    .iter()
+                    .map(|h| ranking.weight.get(*h).copied().unwrap_or(1))
+                    .sum()
+            });
         let ratio = healthy.len() as f64 / members.len().max(1) as f64;
-        effective.push(f64::from(weight) * (OVERPROVISIONING_FACTOR as f64 / 100.0 * ratio).min(1.0));
+        effective
+            .push(f64::from(weight) * (OVERPROVISIONING_FACTOR as f64 / 100.0 * ratio).min(1.0));
         let rr = prev
             .and_then(|l| l.localities.iter().find(|g| g.id == id))
             .map(|g| g.healthy.rr);
@@ -382,7 +425,8 @@ fn compute_loads(levels: &[Level], panic_threshold: u32) -> LoadView {
             if l.all.hosts.is_empty() {
                 0
             } else {
-                let h = OVERPROVISIONING_FACTOR * l.healthy.hosts.len() as u64 / l.all.hosts.len() as u64;
+                let h = OVERPROVISIONING_FACTOR * l.healthy.hosts.len() as u64
+                    / l.all.hosts.len() as u64;
                 h.min(100) as u32
             }
         })

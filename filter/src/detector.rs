@@ -89,7 +89,12 @@ pub fn record(
 }
 
 /// Starts the cluster's interval timer if nobody has.
-pub fn arm(store: &mut dyn OutlierStore, cfg: &OutlierConfig, now: u64, origin: u64) -> Result<(), HostError> {
+pub fn arm(
+    store: &mut dyn OutlierStore,
+    cfg: &OutlierConfig,
+    now: u64,
+    origin: u64,
+) -> Result<(), HostError> {
     store.update_table(&mut |t| t.arm(now, origin, cfg))
 }
 

@@ -465,8 +465,10 @@ fn least_request_bookkeeping_steers_away_from_busy_hosts() {
     // One priority, no locality weighting (locality LB off), LEAST_REQUEST:
     // inside a priority the two choices decide. (With failoverPriority, Istio
     // turns on locality-weighted LB and Envoy picks the locality first.)
-    let mut e = guide_engine(&json!({"trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST",
-        "localityLbSetting": {"enabled": false}}}}));
+    let mut e = guide_engine(
+        &json!({"trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST",
+        "localityLbSetting": {"enabled": false}}}}),
+    );
     let abc = e.index_of("10.10.0.15:8080").unwrap();
     for _ in 0..5 {
         e.begin(abc);

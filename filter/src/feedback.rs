@@ -88,7 +88,11 @@ pub fn final_outcome(answer: &FinalAnswer) -> Option<Outcome> {
 /// Per-address outcomes of one request, earliest attempt first. Attempts
 /// that were retried failed, but how is not visible: they count as a
 /// connect failure / 503, the common case of a retried attempt.
-pub fn attribute(list: &[String], answer: &FinalAnswer, shape: RetryShape) -> Vec<(String, Outcome)> {
+pub fn attribute(
+    list: &[String],
+    answer: &FinalAnswer,
+    shape: RetryShape,
+) -> Vec<(String, Outcome)> {
     let last = final_outcome(answer);
     let attempts = usize::try_from(answer.attempts)
         .unwrap_or(MAX_ATTEMPTS)
@@ -246,14 +250,20 @@ mod tests {
             attempts: 0x0102_0200_0100_2d6e,
             ..Default::default()
         };
-        assert_eq!(attribute(&list(&["a"]), &a, RetryShape::SameAddress).len(), MAX_ATTEMPTS);
+        assert_eq!(
+            attribute(&list(&["a"]), &a, RetryShape::SameAddress).len(),
+            MAX_ATTEMPTS
+        );
         let failed = FinalAnswer {
             code: 503,
             flags: flags::UPSTREAM_CONNECTION_FAILURE,
             upstream: None,
             attempts: u64::MAX,
         };
-        assert_eq!(attribute(&list(&["a", "b"]), &failed, RetryShape::NextEntry).len(), 2);
+        assert_eq!(
+            attribute(&list(&["a", "b"]), &failed, RetryShape::NextEntry).len(),
+            2
+        );
     }
 
     #[test]

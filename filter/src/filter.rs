@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::config::{
-    InventorySource, DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_OVERRIDE_HEADER, DEFAULT_ROUTE_HEADER, OutlierConfig, PriorityLabel, RankingRule, Settings, SteeringMode,
-    LABEL_CLUSTER, LABEL_HOSTNAME, LABEL_NETWORK, LABEL_REGION, LABEL_SUBZONE, LABEL_ZONE,
+    InventorySource, OutlierConfig, PriorityLabel, RankingRule, Settings, SteeringMode,
+    DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_OVERRIDE_HEADER, DEFAULT_ROUTE_HEADER, LABEL_CLUSTER,
+    LABEL_HOSTNAME, LABEL_NETWORK, LABEL_REGION, LABEL_SUBZONE, LABEL_ZONE,
 };
 use crate::detector::{self, ClusterView};
 use crate::engine::Engine;
@@ -96,7 +97,10 @@ impl FilterRoot {
         let bytes = match host.plugin_configuration() {
             Ok(b) => b.unwrap_or_default(),
             Err(e) => {
-                host.log(LogLevel::Error, &format!("locality-failover: cannot read plugin configuration: {e}"));
+                host.log(
+                    LogLevel::Error,
+                    &format!("locality-failover: cannot read plugin configuration: {e}"),
+                );
                 self.metrics.inc(host, Metric::ConfigErrors);
                 return false;
             }
@@ -104,7 +108,10 @@ impl FilterRoot {
         let settings = match Settings::from_bytes(&bytes) {
             Ok(s) => s,
             Err(e) => {
-                host.log(LogLevel::Error, &format!("locality-failover: configuration refused: {e}"));
+                host.log(
+                    LogLevel::Error,
+                    &format!("locality-failover: configuration refused: {e}"),
+                );
                 self.metrics.inc(host, Metric::ConfigErrors);
                 return false;
             }
@@ -134,7 +141,12 @@ impl FilterRoot {
             // Validated by Settings already; an error here is impossible but handled.
             match Inventory::from_specs(specs) {
                 Ok(inv) => {
-                    let engine = Engine::new(settings.policy.clone(), self.own_labels.clone(), inv, self.seed);
+                    let engine = Engine::new(
+                        settings.policy.clone(),
+                        self.own_labels.clone(),
+                        inv,
+                        self.seed,
+                    );
                     self.clusters.insert(
                         CONFIG_CLUSTER.to_string(),
                         ClusterState {
@@ -143,12 +155,18 @@ impl FilterRoot {
                             revision: None,
                             checked_at: 0,
                             next_sweep: 0,
-                            epoch_key: crate::shared::epoch_key(&settings.shared_prefix, CONFIG_CLUSTER),
+                            epoch_key: crate::shared::epoch_key(
+                                &settings.shared_prefix,
+                                CONFIG_CLUSTER,
+                            ),
                         },
                     );
                 }
                 Err(e) => {
-                    host.log(LogLevel::Error, &format!("locality-failover: inventory.endpoints: {e}"));
+                    host.log(
+                        LogLevel::Error,
+                        &format!("locality-failover: inventory.endpoints: {e}"),
+                    );
                     self.metrics.inc(host, Metric::ConfigErrors);
                     return false;
                 }
@@ -161,17 +179,33 @@ impl FilterRoot {
 
     /// Creates the shared keys for an inventory and arms the sweep timer.
     fn prepare_shared(&mut self, host: &mut dyn Host, cluster: &str) {
-        let Some(settings) = &self.settings else { return };
-        let Some(outlier) = &settings.policy.outlier else { return };
-        let Some(state) = self.clusters.get(cluster) else { return };
+        let Some(settings) = &self.settings else {
+            return;
+        };
+        let Some(outlier) = &settings.policy.outlier else {
+            return;
+        };
+        let Some(state) = self.clusters.get(cluster) else {
+            return;
+        };
         let now = host.now_nanos();
         let origin = self.configured_at;
         let mut store = SharedStore::new(host, &settings.shared_prefix, cluster);
         let result = store
-            .ensure_streaks(state.engine.inventory().endpoints().iter().map(|e| e.address.as_str()))
+            .ensure_streaks(
+                state
+                    .engine
+                    .inventory()
+                    .endpoints()
+                    .iter()
+                    .map(|e| e.address.as_str()),
+            )
             .and_then(|()| detector::arm(&mut store, outlier, now, origin));
         if let Err(e) = result {
-            host.log(LogLevel::Warn, &format!("locality-failover: shared data for {cluster}: {e}"));
+            host.log(
+                LogLevel::Warn,
+                &format!("locality-failover: shared data for {cluster}: {e}"),
+            );
             self.metrics.inc(host, Metric::HostErrors);
         }
     }
@@ -186,10 +220,16 @@ impl FilterRoot {
     }
 
     fn sweep(&mut self, host: &mut dyn Host, cluster: &str) {
-        let Some(settings) = &self.settings else { return };
-        let Some(outlier) = settings.policy.outlier.clone() else { return };
+        let Some(settings) = &self.settings else {
+            return;
+        };
+        let Some(outlier) = settings.policy.outlier.clone() else {
+            return;
+        };
         let prefix = settings.shared_prefix.clone();
-        let Some(state) = self.clusters.get_mut(cluster) else { return };
+        let Some(state) = self.clusters.get_mut(cluster) else {
+            return;
+        };
         let now = host.now_nanos();
         let engine = &state.engine;
         let present = |a: &str| engine.contains(a);
@@ -199,13 +239,20 @@ impl FilterRoot {
         match result {
             Ok(Some(back)) => {
                 for address in &back {
-                    host.log(LogLevel::Info, &format!("locality-failover: {cluster}: {address} returns from ejection"));
+                    host.log(
+                        LogLevel::Info,
+                        &format!("locality-failover: {cluster}: {address} returns from ejection"),
+                    );
                 }
-                self.metrics.add(host, Metric::Unejections, back.len() as i64);
+                self.metrics
+                    .add(host, Metric::Unejections, back.len() as i64);
             }
             Ok(None) => {}
             Err(e) => {
-                host.log(LogLevel::Warn, &format!("locality-failover: sweep of {cluster}: {e}"));
+                host.log(
+                    LogLevel::Warn,
+                    &format!("locality-failover: sweep of {cluster}: {e}"),
+                );
                 self.metrics.inc(host, Metric::HostErrors);
             }
         }
@@ -223,7 +270,11 @@ impl FilterRoot {
         // the default header names are dropped and the request is left to
         // Envoy's own load balancer.
         let Some(settings) = &self.settings else {
-            for h in [DEFAULT_OVERRIDE_HEADER, DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_ROUTE_HEADER] {
+            for h in [
+                DEFAULT_OVERRIDE_HEADER,
+                DEFAULT_ORIGINAL_DST_HEADER,
+                DEFAULT_ROUTE_HEADER,
+            ] {
                 if !strip_client_header(&self.metrics, host, h) {
                     return None;
                 }
@@ -236,14 +287,21 @@ impl FilterRoot {
         // One clock read serves the whole callback.
         let now = host.now_nanos();
         let cluster = self.cluster_for_request(host, now)?;
-        if self.clusters.get(&cluster).is_some_and(|s| s.next_sweep != 0 && now >= s.next_sweep) {
+        if self
+            .clusters
+            .get(&cluster)
+            .is_some_and(|s| s.next_sweep != 0 && now >= s.next_sweep)
+        {
             self.sweep(host, &cluster);
         }
         self.refresh_ejections(host, &cluster);
         let settings = self.settings.as_ref()?;
         let steering = &settings.steering;
         let state = self.clusters.get_mut(&cluster)?;
-        let Some(pick) = state.engine.decide_into(steering.max_hosts, &mut self.scratch_hosts) else {
+        let Some(pick) = state
+            .engine
+            .decide_into(steering.max_hosts, &mut self.scratch_hosts)
+        else {
             self.metrics.inc(host, Metric::NoHealthy);
             let _ = host.send_local_reply(503, "no healthy upstream");
             return None;
@@ -265,7 +323,11 @@ impl FilterRoot {
                 if list.is_empty() {
                     return None;
                 }
-                let written = if steering.mode == SteeringMode::OverrideHost { list.len() } else { 1 };
+                let written = if steering.mode == SteeringMode::OverrideHost {
+                    list.len()
+                } else {
+                    1
+                };
                 for (k, a) in list.iter().take(written).enumerate() {
                     if k > 0 {
                         value.push(',');
@@ -274,7 +336,10 @@ impl FilterRoot {
                     value.push_str(a);
                 }
             }
-            SteeringMode::RouteHeader => match engine.endpoint(pick.endpoint).and_then(|e| e.backend.as_deref()) {
+            SteeringMode::RouteHeader => match engine
+                .endpoint(pick.endpoint)
+                .and_then(|e| e.backend.as_deref())
+            {
                 Some(b) => value.push_str(b),
                 None => {
                     self.metrics.inc(host, Metric::InventoryErrors);
@@ -285,7 +350,10 @@ impl FilterRoot {
         }
         state.engine.begin(pick.endpoint);
         if let Err(e) = host.set_request_header(&steering.header, Some(value)) {
-            host.log(LogLevel::Error, &format!("locality-failover: cannot set {}: {e}", steering.header));
+            host.log(
+                LogLevel::Error,
+                &format!("locality-failover: cannot set {}: {e}", steering.header),
+            );
             self.metrics.inc(host, Metric::HostErrors);
             return None;
         }
@@ -311,7 +379,10 @@ impl FilterRoot {
                 return None;
             }
             Err(e) => {
-                host.log(LogLevel::Warn, &format!("locality-failover: xds.cluster_name: {e}"));
+                host.log(
+                    LogLevel::Warn,
+                    &format!("locality-failover: xds.cluster_name: {e}"),
+                );
                 self.metrics.inc(host, Metric::HostErrors);
                 return None;
             }
@@ -320,7 +391,13 @@ impl FilterRoot {
         // noticed on the next request; otherwise the metadata is compared
         // once per INVENTORY_CHECK.
         let revision = host
-            .property(&["xds", "cluster_metadata", "filter_metadata", namespace, "revision"])
+            .property(&[
+                "xds",
+                "cluster_metadata",
+                "filter_metadata",
+                namespace,
+                "revision",
+            ])
             .ok()
             .flatten();
         let due = match self.clusters.get(&cluster) {
@@ -350,10 +427,17 @@ impl FilterRoot {
     fn load_metadata(&mut self, host: &mut dyn Host, cluster: &str, namespace: &str, now: u64) {
         // The metadata bytes (megabytes for a large inventory) are freed as
         // soon as they are decoded, before the engine is rebuilt.
-        let Some((inventory, hash)) = self.decode_metadata(host, cluster, namespace, now) else { return };
-        let Some(settings) = &self.settings else { return };
+        let Some((inventory, hash)) = self.decode_metadata(host, cluster, namespace, now) else {
+            return;
+        };
+        let Some(settings) = &self.settings else {
+            return;
+        };
         if let Some(warning) = crate::lint::ejection_cap(settings, inventory.len()) {
-            host.log(LogLevel::Warn, &format!("locality-failover: cluster {cluster}: {warning}"));
+            host.log(
+                LogLevel::Warn,
+                &format!("locality-failover: cluster {cluster}: {warning}"),
+            );
         }
         match self.clusters.get_mut(cluster) {
             Some(state) => {
@@ -361,7 +445,12 @@ impl FilterRoot {
                 self.metrics.inc(host, Metric::InventoryUpdates);
             }
             None => {
-                let engine = Engine::new(settings.policy.clone(), self.own_labels.clone(), inventory, self.seed ^ fnv1a(cluster.as_bytes()));
+                let engine = Engine::new(
+                    settings.policy.clone(),
+                    self.own_labels.clone(),
+                    inventory,
+                    self.seed ^ fnv1a(cluster.as_bytes()),
+                );
                 self.clusters.insert(
                     cluster.to_string(),
                     ClusterState {
@@ -383,11 +472,20 @@ impl FilterRoot {
 
     /// Reads and decodes the cluster metadata; `None` when it is unchanged,
     /// unreadable, refused (logged) or not this plugin's.
-    fn decode_metadata(&mut self, host: &mut dyn Host, cluster: &str, namespace: &str, now: u64) -> Option<(Inventory, u64)> {
+    fn decode_metadata(
+        &mut self,
+        host: &mut dyn Host,
+        cluster: &str,
+        namespace: &str,
+        now: u64,
+    ) -> Option<(Inventory, u64)> {
         let bytes = match host.property(&["xds", "cluster_metadata"]) {
             Ok(b) => b.unwrap_or_default(),
             Err(e) => {
-                host.log(LogLevel::Warn, &format!("locality-failover: xds.cluster_metadata: {e}"));
+                host.log(
+                    LogLevel::Warn,
+                    &format!("locality-failover: xds.cluster_metadata: {e}"),
+                );
                 self.metrics.inc(host, Metric::HostErrors);
                 return None;
             }
@@ -402,7 +500,9 @@ impl FilterRoot {
         }
         let inventory = match crate::metadata::inventory_from_metadata(&bytes, namespace) {
             Ok(inv) => inv,
-            Err(crate::inventory::InventoryError::MissingNamespace(_)) if !self.clusters.contains_key(cluster) => {
+            Err(crate::inventory::InventoryError::MissingNamespace(_))
+                if !self.clusters.contains_key(cluster) =>
+            {
                 // Not a cluster this plugin manages.
                 return None;
             }
@@ -417,34 +517,50 @@ impl FilterRoot {
 
     /// Reads the 8-byte epoch; fetches the table only when it moved.
     fn refresh_ejections(&mut self, host: &mut dyn Host, cluster: &str) {
-        let Some(settings) = &self.settings else { return };
+        let Some(settings) = &self.settings else {
+            return;
+        };
         if settings.policy.outlier.is_none() {
             return;
         }
-        let Some(state) = self.clusters.get_mut(cluster) else { return };
+        let Some(state) = self.clusters.get_mut(cluster) else {
+            return;
+        };
         match crate::shared::read_epoch(host, &state.epoch_key) {
-            Ok(Some(epoch)) if state.engine.table_generation() != Some(epoch) => match SharedStore::new(host, &settings.shared_prefix, cluster).table() {
-                Ok(table) => {
-                    state.next_sweep = table.next_sweep;
-                    state.engine.apply_table(&table);
+            Ok(Some(epoch)) if state.engine.table_generation() != Some(epoch) => {
+                match SharedStore::new(host, &settings.shared_prefix, cluster).table() {
+                    Ok(table) => {
+                        state.next_sweep = table.next_sweep;
+                        state.engine.apply_table(&table);
+                    }
+                    Err(e) => {
+                        host.log(
+                            LogLevel::Warn,
+                            &format!("locality-failover: ejection table: {e}"),
+                        );
+                        self.metrics.inc(host, Metric::HostErrors);
+                    }
                 }
-                Err(e) => {
-                    host.log(LogLevel::Warn, &format!("locality-failover: ejection table: {e}"));
-                    self.metrics.inc(host, Metric::HostErrors);
-                }
-            },
+            }
             Ok(_) => {}
             Err(e) => {
-                host.log(LogLevel::Warn, &format!("locality-failover: ejection epoch: {e}"));
+                host.log(
+                    LogLevel::Warn,
+                    &format!("locality-failover: ejection epoch: {e}"),
+                );
                 self.metrics.inc(host, Metric::HostErrors);
             }
         }
     }
 
     fn refresh_ejections_forced(&mut self, host: &mut dyn Host, cluster: &str) {
-        let Some(settings) = &self.settings else { return };
+        let Some(settings) = &self.settings else {
+            return;
+        };
         let prefix = settings.shared_prefix.clone();
-        let Some(state) = self.clusters.get_mut(cluster) else { return };
+        let Some(state) = self.clusters.get_mut(cluster) else {
+            return;
+        };
         if let Ok(table) = SharedStore::new(host, &prefix, cluster).table() {
             state.next_sweep = table.next_sweep;
             // Same inventory: only the health view changes (no clone, no re-rank).
@@ -458,7 +574,9 @@ impl FilterRoot {
         if self.on_log_unchanged_success(host, request) {
             return;
         }
-        let Some(settings) = &self.settings else { return };
+        let Some(settings) = &self.settings else {
+            return;
+        };
         let prefix = settings.shared_prefix.clone();
         let address_prefix = settings.steering.address_prefix.clone();
         let shape = match settings.steering.mode {
@@ -474,11 +592,19 @@ impl FilterRoot {
             }
         }
         let outcomes = attribute(&request.list, &answer, shape);
-        if outcomes.len() > 1 || request.list.first().zip(answer.upstream.as_ref()).is_some_and(|(a, b)| a != b) {
+        if outcomes.len() > 1
+            || request
+                .list
+                .first()
+                .zip(answer.upstream.as_ref())
+                .is_some_and(|(a, b)| a != b)
+        {
             self.metrics.inc(host, Metric::Retried);
         }
         let Some(outlier) = outlier else { return };
-        let Some(state) = self.clusters.get(&request.cluster) else { return };
+        let Some(state) = self.clusters.get(&request.cluster) else {
+            return;
+        };
         let engine = &state.engine;
         let present = |a: &str| engine.contains(a);
         let view = ClusterView {
@@ -486,7 +612,11 @@ impl FilterRoot {
             present: &present,
         };
         // The clock only matters when a failure may eject.
-        let now = if outcomes.iter().all(|(_, o)| o.is_success()) { 0 } else { host.now_nanos() };
+        let now = if outcomes.iter().all(|(_, o)| o.is_success()) {
+            0
+        } else {
+            host.now_nanos()
+        };
         let mut ejected: Vec<(String, Vec<crate::outlier::Detection>)> = Vec::new();
         let mut errors = 0;
         {
@@ -498,7 +628,11 @@ impl FilterRoot {
                 match detector::record(&mut store, &outlier, address, *outcome, now, &view) {
                     Ok(r) if r.ejected() => ejected.push((
                         address.clone(),
-                        r.detections.iter().filter(|(_, x)| *x == crate::outlier::EjectResult::Ejected).map(|(d, _)| *d).collect(),
+                        r.detections
+                            .iter()
+                            .filter(|(_, x)| *x == crate::outlier::EjectResult::Ejected)
+                            .map(|(d, _)| *d)
+                            .collect(),
                     )),
                     Ok(_) => {}
                     Err(_) => errors += 1,
@@ -507,14 +641,24 @@ impl FilterRoot {
         }
         if !ejected.is_empty() {
             for (address, why) in &ejected {
-                host.log(LogLevel::Info, &format!("locality-failover: {}: ejected {address} ({why:?})", request.cluster));
+                host.log(
+                    LogLevel::Info,
+                    &format!(
+                        "locality-failover: {}: ejected {address} ({why:?})",
+                        request.cluster
+                    ),
+                );
             }
-            self.metrics.add(host, Metric::Ejections, ejected.len() as i64);
+            self.metrics
+                .add(host, Metric::Ejections, ejected.len() as i64);
             let cluster = request.cluster.clone();
             self.refresh_ejections(host, &cluster);
         }
         if errors > 0 {
-            host.log(LogLevel::Warn, "locality-failover: shared outlier state could not be updated");
+            host.log(
+                LogLevel::Warn,
+                "locality-failover: shared outlier state could not be updated",
+            );
             self.metrics.add(host, Metric::HostErrors, errors);
         }
     }
@@ -525,11 +669,15 @@ impl FilterRoot {
     /// streaks that success does not change. Returns `false` (having changed
     /// nothing) when the full path is needed.
     fn on_log_unchanged_success(&mut self, host: &mut dyn Host, request: &RequestState) -> bool {
-        let Some(settings) = &self.settings else { return false };
+        let Some(settings) = &self.settings else {
+            return false;
+        };
         if settings.steering.mode == SteeringMode::RouteHeader {
             return false;
         }
-        let Some(first) = request.list.first() else { return false };
+        let Some(first) = request.list.first() else {
+            return false;
+        };
         let attempts = host
             .property(&["upstream", "request_attempt_count"])
             .ok()
@@ -548,11 +696,20 @@ impl FilterRoot {
         if !(100..500).contains(&code) {
             return false;
         }
-        let Some(state) = self.clusters.get_mut(&request.cluster) else { return true };
+        let Some(state) = self.clusters.get_mut(&request.cluster) else {
+            return true;
+        };
         if let Some(outlier) = &settings.policy.outlier {
             if state.engine.contains(first) {
-                crate::shared::streak_key_into(&mut self.scratch_key, &settings.shared_prefix, &request.cluster, first);
-                let Ok(current) = crate::shared::read_streaks(host, &self.scratch_key) else { return false };
+                crate::shared::streak_key_into(
+                    &mut self.scratch_key,
+                    &settings.shared_prefix,
+                    &request.cluster,
+                    first,
+                );
+                let Ok(current) = crate::shared::read_streaks(host, &self.scratch_key) else {
+                    return false;
+                };
                 let mut next = current;
                 let detections = next.record(crate::outlier::Outcome::Http(code), outlier);
                 if next != current || detections != [None, None] {
@@ -590,7 +747,10 @@ fn strip_client_header(metrics: &Metrics, host: &mut dyn Host, header: &str) -> 
             true
         }
         Err(e) => {
-            host.log(LogLevel::Error, &format!("locality-failover: cannot remove client {header}: {e}; answering 503"));
+            host.log(
+                LogLevel::Error,
+                &format!("locality-failover: cannot remove client {header}: {e}; answering 503"),
+            );
             metrics.inc(host, Metric::HostErrors);
             let _ = host.send_local_reply(503, "steering header could not be removed");
             false
@@ -598,7 +758,12 @@ fn strip_client_header(metrics: &Metrics, host: &mut dyn Host, header: &str) -> 
     }
 }
 
-fn read_answer(host: &dyn Host, address_prefix: &str, first: Option<&String>, shape: RetryShape) -> FinalAnswer {
+fn read_answer(
+    host: &dyn Host,
+    address_prefix: &str,
+    first: Option<&String>,
+    shape: RetryShape,
+) -> FinalAnswer {
     let prop = |path: &[&str]| host.property(path).ok().flatten();
     let code = prop(&["response", "code"])
         .and_then(|b| decode::i64_le(&b))
@@ -620,7 +785,11 @@ fn read_answer(host: &dyn Host, address_prefix: &str, first: Option<&String>, sh
         .unwrap_or(0);
     let upstream = prop(&["upstream", "address"])
         .and_then(|b| decode::string(&b))
-        .map(|a| a.strip_prefix(address_prefix).map(str::to_string).unwrap_or(a));
+        .map(|a| {
+            a.strip_prefix(address_prefix)
+                .map(str::to_string)
+                .unwrap_or(a)
+        });
     FinalAnswer {
         code,
         flags,
@@ -641,10 +810,17 @@ fn own_labels(host: &dyn Host, settings: &Settings) -> Labels {
             .and_then(|b| decode::string(&b))
             .filter(|s| !s.is_empty())
     };
-    let mut wanted: Vec<String> = [LABEL_NETWORK, LABEL_REGION, LABEL_ZONE, LABEL_SUBZONE, LABEL_CLUSTER, LABEL_HOSTNAME]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut wanted: Vec<String> = [
+        LABEL_NETWORK,
+        LABEL_REGION,
+        LABEL_ZONE,
+        LABEL_SUBZONE,
+        LABEL_CLUSTER,
+        LABEL_HOSTNAME,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     if let RankingRule::FailoverPriority { labels: list, .. } = &settings.policy.ranking {
         for PriorityLabel { name, .. } in list {
             if !wanted.contains(name) {
@@ -657,7 +833,11 @@ fn own_labels(host: &dyn Host, settings: &Settings) -> Labels {
             labels.insert(name.clone(), v);
         }
     }
-    for (label, leaf) in [(LABEL_REGION, "region"), (LABEL_ZONE, "zone"), (LABEL_SUBZONE, "sub_zone")] {
+    for (label, leaf) in [
+        (LABEL_REGION, "region"),
+        (LABEL_ZONE, "zone"),
+        (LABEL_SUBZONE, "sub_zone"),
+    ] {
         if !labels.contains_key(label) {
             if let Some(v) = read(&["xds", "node", "locality", leaf]) {
                 labels.insert(label.to_string(), v);

@@ -48,8 +48,12 @@ pub trait Host {
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError>;
     /// `set_shared_data`; with `cas`, fails with [`HostError::CasMismatch`] if
     /// someone else wrote since that token was read.
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>)
-        -> Result<(), HostError>;
+    fn set_shared_data(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), HostError>;
     /// Wall clock, nanoseconds since the epoch.
     fn now_nanos(&self) -> u64;
     fn set_tick_period(&mut self, period: Duration) -> Result<(), HostError>;

@@ -30,7 +30,11 @@ pub struct EndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `null` reads as no labels, as in the metadata (Struct) form.
-    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: Labels,
     /// `region/zone/subzone`, as Istio writes a locality.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,7 +128,11 @@ impl Inventory {
             serde_json::Value::Object(map) => map
                 .get("endpoints")
                 .ok_or_else(|| InventoryError::Decode("no `endpoints` list".into()))?,
-            _ => return Err(InventoryError::Decode("expected an object or a list".into())),
+            _ => {
+                return Err(InventoryError::Decode(
+                    "expected an object or a list".into(),
+                ))
+            }
         };
         let items = list
             .as_array()
@@ -225,7 +233,11 @@ fn intern(labels: Labels, sets: &mut HashSet<Arc<Labels>>) -> Arc<Labels> {
     shared
 }
 
-fn validate(index: usize, spec: EndpointSpec, label_sets: &mut HashSet<Arc<Labels>>) -> Result<Endpoint, InventoryError> {
+fn validate(
+    index: usize,
+    spec: EndpointSpec,
+    label_sets: &mut HashSet<Arc<Labels>>,
+) -> Result<Endpoint, InventoryError> {
     let address = spec.address.trim();
     let parsed: SocketAddr = address.parse().map_err(|_| InventoryError::BadAddress {
         index,

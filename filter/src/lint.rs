@@ -89,7 +89,8 @@ pub fn lint_json(value: &serde_json::Value) -> Result<Vec<Finding>, crate::confi
             .traffic_policy
             .as_ref()
             .is_some_and(|t| t.outlier_detection.is_some());
-        if asks_failover && !has_outlier && settings.policy.source == RankingSource::DestinationRule {
+        if asks_failover && !has_outlier && settings.policy.source == RankingSource::DestinationRule
+        {
             out.push(Finding {
                 field: "trafficPolicy.outlierDetection".into(),
                 message: "missing: Istio applies failover/failoverPriority only with outlierDetection, so every endpoint stays at one priority".into(),
@@ -115,7 +116,12 @@ fn unknown_fields(value: &serde_json::Value, out: &mut Vec<Finding>) {
     if let Some(tp) = tp {
         check_object(tp, "trafficPolicy", istio::KNOWN_TRAFFIC_POLICY_FIELDS, out);
         if let Some(lb) = tp.get("loadBalancer") {
-            check_object(lb, "trafficPolicy.loadBalancer", istio::KNOWN_LOAD_BALANCER_FIELDS, out);
+            check_object(
+                lb,
+                "trafficPolicy.loadBalancer",
+                istio::KNOWN_LOAD_BALANCER_FIELDS,
+                out,
+            );
             if let Some(l) = lb.get("localityLbSetting") {
                 check_object(
                     l,
@@ -126,7 +132,12 @@ fn unknown_fields(value: &serde_json::Value, out: &mut Vec<Finding>) {
             }
         }
         if let Some(od) = tp.get("outlierDetection") {
-            check_object(od, "trafficPolicy.outlierDetection", istio::KNOWN_OUTLIER_FIELDS, out);
+            check_object(
+                od,
+                "trafficPolicy.outlierDetection",
+                istio::KNOWN_OUTLIER_FIELDS,
+                out,
+            );
             if od.get("consecutiveErrors").is_some() {
                 out.push(Finding {
                     field: "trafficPolicy.outlierDetection.consecutiveErrors".into(),
@@ -157,9 +168,9 @@ fn check_object(value: &serde_json::Value, path: &str, known: &[&str], out: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-    use serde_json::json;
 
     #[test]
     fn warns_about_the_guides_zone_region_order() {
@@ -167,7 +178,10 @@ mod tests {
             "loadBalancer": {"localityLbSetting": {"failoverPriority": [LABEL_ZONE, LABEL_REGION]}},
             "outlierDetection": {"consecutive5xxErrors": 5, "maxEjectionPercent": 50}}});
         let f = lint_json(&cfg).unwrap();
-        assert!(f.iter().any(|f| f.message.contains("comes before")), "{f:?}");
+        assert!(
+            f.iter().any(|f| f.message.contains("comes before")),
+            "{f:?}"
+        );
         let good = json!({"trafficPolicy": {
             "loadBalancer": {"localityLbSetting": {"failoverPriority": [LABEL_NETWORK, LABEL_REGION, LABEL_ZONE]}},
             "outlierDetection": {"maxEjectionPercent": 50}}});
@@ -179,7 +193,11 @@ mod tests {
         let cfg = json!({"trafficPolicy": {"loadBalancer": {"localityLbSetting": {
             "failover": [{"from": "us-east-1", "to": "us-west-2"}]}}}});
         let f = lint_json(&cfg).unwrap();
-        assert!(f.iter().any(|f| f.field == "trafficPolicy.outlierDetection"), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|f| f.field == "trafficPolicy.outlierDetection"),
+            "{f:?}"
+        );
     }
 
     #[test]
@@ -191,8 +209,15 @@ mod tests {
         });
         let f = lint_json(&cfg).unwrap();
         assert!(f.iter().any(|f| f.field == "steerng"), "{f:?}");
-        assert!(f.iter().any(|f| f.field == "trafficPolicy.outlierDetection.consecutive5xxError"), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|f| f.field == "trafficPolicy.outlierDetection.consecutive5xxError"),
+            "{f:?}"
+        );
         // Default maxEjectionPercent 10 with 2 endpoints: never ejects.
-        assert!(f.iter().any(|f| f.field.ends_with("maxEjectionPercent")), "{f:?}");
+        assert!(
+            f.iter().any(|f| f.field.ends_with("maxEjectionPercent")),
+            "{f:?}"
+        );
     }
 }

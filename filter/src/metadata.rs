@@ -68,7 +68,11 @@ pub fn inventory_from_metadata(bytes: &[u8], namespace: &str) -> Result<Inventor
     for item in Fields::new(list) {
         match item.map_err(decode)? {
             (1, Wire::Bytes(_)) => count += 1,
-            (1, _) => return Err(decode(WireError("ListValue.values: wrong wire type".into()))),
+            (1, _) => {
+                return Err(decode(WireError(
+                    "ListValue.values: wrong wire type".into(),
+                )))
+            }
             _ => {}
         }
     }
@@ -84,7 +88,8 @@ pub fn inventory_from_metadata(bytes: &[u8], namespace: &str) -> Result<Inventor
         _ => None,
     });
     for (index, item) in items.enumerate() {
-        let spec = endpoint_spec(item).map_err(|message| InventoryError::BadEntry { index, message })?;
+        let spec =
+            endpoint_spec(item).map_err(|message| InventoryError::BadEntry { index, message })?;
         builder.push(index, spec)?;
     }
     Ok(builder.finish())
@@ -126,7 +131,8 @@ fn endpoint_spec(value: &[u8]) -> Result<EndpointSpec, String> {
                 spec.labels.clear();
                 for entry in struct_entries(labels) {
                     let (label, lv) = entry.map_err(|e| e.0)?;
-                    let label = std::str::from_utf8(label).map_err(|_| "field `labels`: a label name is not UTF-8".to_string())?;
+                    let label = std::str::from_utf8(label)
+                        .map_err(|_| "field `labels`: a label name is not UTF-8".to_string())?;
                     let lv = string_field(&format!("labels.{label}"), lv)?;
                     spec.labels.insert(label.to_string(), lv);
                 }
@@ -150,7 +156,9 @@ fn string_field(name: &str, v: &[u8]) -> Result<String, String> {
 
 fn weight_field(v: &[u8]) -> Result<u32, String> {
     match value_kind(v) {
-        Ok(WireKind::Number(n)) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(n as u32),
+        Ok(WireKind::Number(n)) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => {
+            Ok(n as u32)
+        }
         _ => Err("field `weight`: expected a whole number".into()),
     }
 }
@@ -213,11 +221,14 @@ impl<'a> Fields<'a> {
             }
             1 => {
                 let b = self.take(8)?;
-                let arr: [u8; 8] = b.try_into().map_err(|_| WireError("truncated fixed64".into()))?;
+                let arr: [u8; 8] = b
+                    .try_into()
+                    .map_err(|_| WireError("truncated fixed64".into()))?;
                 Wire::Fixed64(u64::from_le_bytes(arr))
             }
             2 => {
-                let n = usize::try_from(self.varint()?).map_err(|_| WireError("length too large".into()))?;
+                let n = usize::try_from(self.varint()?)
+                    .map_err(|_| WireError("length too large".into()))?;
                 Wire::Bytes(self.take(n)?)
             }
             5 => {
@@ -394,7 +405,10 @@ mod tests {
             inventory_from_metadata(&[0xff, 0xff, 0xff], "x"),
             Err(InventoryError::Decode(_))
         ));
-        let frac = metadata_for("ns", &serde_json::json!({"endpoints": [{"address": "10.0.0.1:1", "weight": 1.5}]}));
+        let frac = metadata_for(
+            "ns",
+            &serde_json::json!({"endpoints": [{"address": "10.0.0.1:1", "weight": 1.5}]}),
+        );
         assert!(matches!(
             inventory_from_metadata(&frac, "ns"),
             Err(InventoryError::BadEntry { index: 0, .. })

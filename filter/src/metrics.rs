@@ -71,10 +71,7 @@ impl Metrics {
         if !self.ids.is_empty() {
             return;
         }
-        self.ids = Metric::ALL
-            .iter()
-            .map(|m| define(host, m.name()))
-            .collect();
+        self.ids = Metric::ALL.iter().map(|m| define(host, m.name())).collect();
         self.priority_ids = (0..PRIORITY_COUNTERS)
             .map(|p| define(host, &format!("locality_failover.requests.priority_{p}")))
             .collect();
@@ -111,7 +108,10 @@ fn define(host: &mut dyn Host, name: &str) -> Option<u32> {
     match host.define_metric(MetricKind::Counter, name) {
         Ok(id) => Some(id),
         Err(e) => {
-            host.log(LogLevel::Warn, &format!("locality-failover: metric {name}: {e}"));
+            host.log(
+                LogLevel::Warn,
+                &format!("locality-failover: metric {name}: {e}"),
+            );
             None
         }
     }

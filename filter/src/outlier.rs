@@ -182,7 +182,11 @@ impl EjectionTable {
         let interval = nanos(cfg.interval).max(1);
         let origin = origin.min(now);
         let elapsed = now - origin;
-        self.next_sweep = origin.saturating_add((elapsed / interval).saturating_add(1).saturating_mul(interval));
+        self.next_sweep = origin.saturating_add(
+            (elapsed / interval)
+                .saturating_add(1)
+                .saturating_mul(interval),
+        );
         self.generation = self.generation.wrapping_add(1);
         true
     }

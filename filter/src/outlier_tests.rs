@@ -500,7 +500,11 @@ fn sweeps_count_from_configuration_not_from_the_first_request() {
     assert_eq!(t.next_sweep, 20 * S);
     let mut t = EjectionTable::default();
     assert!(t.arm(20 * S, 0, &c));
-    assert_eq!(t.next_sweep, 30 * S, "a sweep exactly now has already happened");
+    assert_eq!(
+        t.next_sweep,
+        30 * S,
+        "a sweep exactly now has already happened"
+    );
 }
 
 #[test]

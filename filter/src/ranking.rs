@@ -76,7 +76,8 @@ pub fn rank(rule: &RankingRule, client: &Labels, inventory: &Inventory) -> Ranki
             .map(|e| Some(u64::from(locality_tier(client, e, failover))))
             .collect(),
         RankingRule::Distribute(rules) => {
-            let (raw, locality_weight) = distribute(rules, client, endpoints, &locality, &localities);
+            let (raw, locality_weight) =
+                distribute(rules, client, endpoints, &locality, &localities);
             let (priority, levels) = compact(&raw);
             return Ranking {
                 priority,
@@ -200,7 +201,10 @@ fn distribute(
     localities: &[[String; 3]],
 ) -> (Vec<Option<u64>>, BTreeMap<u32, u32>) {
     let client_locality = locality_of_labels(client);
-    let Some(rule) = rules.iter().find(|r| locality_match(&client_locality, &r.from)) else {
+    let Some(rule) = rules
+        .iter()
+        .find(|r| locality_match(&client_locality, &r.from))
+    else {
         return (endpoints.iter().map(|_| Some(0)).collect(), BTreeMap::new());
     };
     // Weight of each locality group: the sum of its endpoints' weights.
@@ -215,7 +219,11 @@ fn distribute(
             .keys()
             .copied()
             .filter(|id| !matched.contains_key(id))
-            .filter(|id| localities.get(*id as usize).is_some_and(|l| locality_match(l, to)))
+            .filter(|id| {
+                localities
+                    .get(*id as usize)
+                    .is_some_and(|l| locality_match(l, to))
+            })
             .collect();
         let total: u64 = groups.iter().filter_map(|id| group_weight.get(id)).sum();
         for id in groups {
@@ -235,8 +243,7 @@ fn distribute(
 }
 
 fn locality_of_labels(labels: &Labels) -> [String; 3] {
-    [LABEL_REGION, LABEL_ZONE, LABEL_SUBZONE]
-        .map(|l| labels.get(l).cloned().unwrap_or_default())
+    [LABEL_REGION, LABEL_ZONE, LABEL_SUBZONE].map(|l| labels.get(l).cloned().unwrap_or_default())
 }
 
 fn locality_of_endpoint(e: &Endpoint) -> [String; 3] {

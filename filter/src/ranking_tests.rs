@@ -623,7 +623,10 @@ fn distribute_first_matching_from_wins() {
     // The first rule sends everything to us-west-2 and empties us-east-1.
     assert_eq!(prio(&ranking), vec![None, Some(0)]);
     assert!(ranking.locality_weighted);
-    assert_eq!(ranking.locality_weight.get(&ranking.locality[1]), Some(&100));
+    assert_eq!(
+        ranking.locality_weight.get(&ranking.locality[1]),
+        Some(&100)
+    );
     assert_eq!(ranking.locality_weight.get(&ranking.locality[0]), None);
 }
 

@@ -182,7 +182,10 @@ pub fn read_streaks(host: &dyn Host, streak_key: &str) -> Result<Streaks, HostEr
 
 pub fn encode_streaks(s: &Streaks) -> [u8; 12] {
     let mut out = [0u8; 12];
-    for (chunk, v) in out.chunks_exact_mut(4).zip([s.c5xx, s.gateway, s.local_origin]) {
+    for (chunk, v) in out
+        .chunks_exact_mut(4)
+        .zip([s.c5xx, s.gateway, s.local_origin])
+    {
         chunk.copy_from_slice(&v.to_le_bytes());
     }
     out

@@ -15,7 +15,9 @@ use host_harness::modes::{self, Mode, RunOptions};
 use host_harness::scenario::Scenario;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: host-harness run [--mode sim|envoy|native] [--time-scale F] [--wasm PATH] FILE...");
+    eprintln!(
+        "usage: host-harness run [--mode sim|envoy|native] [--time-scale F] [--wasm PATH] FILE..."
+    );
     eprintln!("       host-harness lint CONFIG.json");
     eprintln!("       host-harness rank FILE...");
     ExitCode::from(2)

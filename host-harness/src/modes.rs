@@ -45,7 +45,10 @@ pub struct RunOptions {
     pub workers: Option<usize>,
 }
 
-pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
+pub fn play(
+    scenario: &Scenario,
+    options: &RunOptions,
+) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
     let mut scenario = scenario.clone();
     if let Some(w) = options.workers {
         scenario.workers = w;
@@ -62,7 +65,8 @@ pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult
 /// Each endpoint's priority for the scenario's client, as the filter ranks
 /// it (and as the native mode programs Envoy's EDS priorities).
 pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>, String> {
-    let settings = Settings::from_bytes(scenario.plugin_config().to_string().as_bytes()).map_err(|e| e.to_string())?;
+    let settings = Settings::from_bytes(scenario.plugin_config().to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
     let specs: Vec<EndpointSpec> = scenario
         .endpoints
         .iter()
@@ -75,7 +79,11 @@ pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>, String> {
         })
         .collect();
     let inventory = Inventory::from_specs(&specs).map_err(|e| e.to_string())?;
-    let ranking = rank(&settings.policy.ranking, &scenario.client_labels, &inventory);
+    let ranking = rank(
+        &settings.policy.ranking,
+        &scenario.client_labels,
+        &inventory,
+    );
     Ok(scenario
         .endpoints
         .iter()

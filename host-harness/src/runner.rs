@@ -44,7 +44,10 @@ pub struct Mismatch {
 }
 
 /// Plays every step; returns the results and the mismatches.
-pub fn play(scenario: &Scenario, player: &mut dyn Player) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
+pub fn play(
+    scenario: &Scenario,
+    player: &mut dyn Player,
+) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
     let mut results = Vec::new();
     let mut mismatches = Vec::new();
     for (index, step) in scenario.steps.iter().enumerate() {
@@ -58,7 +61,11 @@ pub fn play(scenario: &Scenario, player: &mut dyn Player) -> Result<(Vec<StepRes
     Ok((results, mismatches))
 }
 
-fn play_step(scenario: &Scenario, step: &Step, player: &mut dyn Player) -> Result<StepResult, String> {
+fn play_step(
+    scenario: &Scenario,
+    step: &Step,
+    player: &mut dyn Player,
+) -> Result<StepResult, String> {
     if !step.set.is_empty() {
         player.apply(&step.set)?;
     }
@@ -105,7 +112,10 @@ pub fn check(scenario: &Scenario, step: &Step, result: &StepResult) -> Option<Mi
     }
     if let Some(want) = expect.client_errors {
         if want != result.client_errors {
-            problems.push(format!("client_errors: expected {want}, got {}", result.client_errors));
+            problems.push(format!(
+                "client_errors: expected {want}, got {}",
+                result.client_errors
+            ));
         }
     }
     (!problems.is_empty()).then(|| Mismatch {

@@ -173,14 +173,23 @@ impl Scenario {
         let mut endpoints = Vec::new();
         for (i, e) in raw.endpoints.into_iter().enumerate() {
             if !names.insert(e.name.clone()) {
-                return Err(err(&format!("endpoints[{i}].name"), format!("{:?} is used twice", e.name)));
+                return Err(err(
+                    &format!("endpoints[{i}].name"),
+                    format!("{:?} is used twice", e.name),
+                ));
             }
             if e.address.parse::<std::net::SocketAddr>().is_err() {
-                return Err(err(&format!("endpoints[{i}].address"), format!("{:?} is not ip:port", e.address)));
+                return Err(err(
+                    &format!("endpoints[{i}].address"),
+                    format!("{:?} is not ip:port", e.address),
+                ));
             }
             let weight = e.weight.unwrap_or(1);
             if weight == 0 {
-                return Err(err(&format!("endpoints[{i}].weight"), "must be at least 1".into()));
+                return Err(err(
+                    &format!("endpoints[{i}].weight"),
+                    "must be at least 1".into(),
+                ));
             }
             endpoints.push(ScenarioEndpoint {
                 name: e.name,
@@ -197,7 +206,10 @@ impl Scenario {
             None => None,
             Some(r) => {
                 if r.attempts > 10 {
-                    return Err(err("retries.attempts", format!("{} is more than 10", r.attempts)));
+                    return Err(err(
+                        "retries.attempts",
+                        format!("{} is more than 10", r.attempts),
+                    ));
                 }
                 let retry_on: Vec<String> = r
                     .retry_on
@@ -207,10 +219,20 @@ impl Scenario {
                     .filter(|s| !s.is_empty())
                     .collect();
                 for cond in &retry_on {
-                    if !["5xx", "gateway-error", "connect-failure", "reset", "refused-stream", "retriable-status-codes"]
-                        .contains(&cond.as_str())
+                    if ![
+                        "5xx",
+                        "gateway-error",
+                        "connect-failure",
+                        "reset",
+                        "refused-stream",
+                        "retriable-status-codes",
+                    ]
+                    .contains(&cond.as_str())
                     {
-                        return Err(err("retries.retryOn", format!("{cond:?} is not a retry condition this runner plays")));
+                        return Err(err(
+                            "retries.retryOn",
+                            format!("{cond:?} is not a retry condition this runner plays"),
+                        ));
                     }
                 }
                 Some(Retries {
@@ -224,25 +246,39 @@ impl Scenario {
             let mut set = Vec::new();
             for (name, state) in &s.set {
                 if !names.contains(name) {
-                    return Err(err(&format!("steps[{i}].set.{name}"), "no endpoint has this name".into()));
+                    return Err(err(
+                        &format!("steps[{i}].set.{name}"),
+                        "no endpoint has this name".into(),
+                    ));
                 }
-                let st = parse_state(state)
-                    .ok_or_else(|| err(&format!("steps[{i}].set.{name}"), format!("{state:?} is not healthy, refused, http-NNN, removed or present")))?;
+                let st = parse_state(state).ok_or_else(|| {
+                    err(
+                        &format!("steps[{i}].set.{name}"),
+                        format!("{state:?} is not healthy, refused, http-NNN, removed or present"),
+                    )
+                })?;
                 set.push((name.clone(), st));
             }
             let advance = match &s.advance {
                 None => Duration::ZERO,
-                Some(a) => parse_duration(a).map_err(|e| err(&format!("steps[{i}].advance"), format!("{a:?}: {e}")))?,
+                Some(a) => parse_duration(a)
+                    .map_err(|e| err(&format!("steps[{i}].advance"), format!("{a:?}: {e}")))?,
             };
             if s.requests > MAX_REQUESTS_PER_STEP {
-                return Err(err(&format!("steps[{i}].requests"), format!("{} is more than {MAX_REQUESTS_PER_STEP}", s.requests)));
+                return Err(err(
+                    &format!("steps[{i}].requests"),
+                    format!("{} is more than {MAX_REQUESTS_PER_STEP}", s.requests),
+                ));
             }
             let expect = match s.expect {
                 None => None,
                 Some(x) => {
                     for name in x.by_endpoint.keys() {
                         if !names.contains(name) {
-                            return Err(err(&format!("steps[{i}].expect.by_endpoint.{name}"), "no endpoint has this name".into()));
+                            return Err(err(
+                                &format!("steps[{i}].expect.by_endpoint.{name}"),
+                                "no endpoint has this name".into(),
+                            ));
                         }
                     }
                     Some(Expect {
@@ -272,7 +308,11 @@ impl Scenario {
         };
         if scenario.route_header() {
             for (i, step) in scenario.steps.iter().enumerate() {
-                if let Some((name, _)) = step.set.iter().find(|(_, st)| matches!(st, EndpointState::Removed | EndpointState::Present)) {
+                if let Some((name, _)) = step
+                    .set
+                    .iter()
+                    .find(|(_, st)| matches!(st, EndpointState::Removed | EndpointState::Present))
+                {
                     return Err(err(
                         &format!("steps[{i}].set.{name}"),
                         "removed/present change the inventory in cluster metadata; route-header steering takes its inventory from the configuration".into(),
@@ -282,8 +322,10 @@ impl Scenario {
         }
         // The filter must accept the configuration: validate it now so a bad
         // one is a file error (exit 2), not a failed expectation.
-        locality_failover::config::Settings::from_bytes(scenario.plugin_config().to_string().as_bytes())
-            .map_err(|e| err("config", e.to_string()))?;
+        locality_failover::config::Settings::from_bytes(
+            scenario.plugin_config().to_string().as_bytes(),
+        )
+        .map_err(|e| err("config", e.to_string()))?;
         Ok(scenario)
     }
 
@@ -324,7 +366,9 @@ fn parse_state(s: &str) -> Option<EndpointState> {
         "present" => Some(EndpointState::Present),
         _ => {
             let code: u16 = s.strip_prefix("http-")?.parse().ok()?;
-            (100..600).contains(&code).then_some(EndpointState::Http(code))
+            (100..600)
+                .contains(&code)
+                .then_some(EndpointState::Http(code))
         }
     }
 }
@@ -339,10 +383,16 @@ pub fn plugin_config_for(
 ) -> serde_json::Value {
     let mut cfg = config.clone();
     if !inline.is_empty() && !cfg.contains_key("inventory") {
-        cfg.insert("inventory".into(), serde_json::json!({"source": "config", "endpoints": inline}));
+        cfg.insert(
+            "inventory".into(),
+            serde_json::json!({"source": "config", "endpoints": inline}),
+        );
     }
     if !locality_labels.is_empty() && !cfg.contains_key("locality") {
-        cfg.insert("locality".into(), serde_json::json!({"labels": locality_labels}));
+        cfg.insert(
+            "locality".into(),
+            serde_json::json!({"labels": locality_labels}),
+        );
     }
     serde_json::Value::Object(cfg)
 }
@@ -359,7 +409,10 @@ mod tests {
     fn parses_a_minimal_scenario() {
         let s = Scenario::parse("f.json", OK).unwrap();
         assert_eq!(s.workers, 1);
-        assert_eq!(s.steps[0].set, vec![("a".to_string(), EndpointState::Http(503))]);
+        assert_eq!(
+            s.steps[0].set,
+            vec![("a".to_string(), EndpointState::Http(503))]
+        );
         assert_eq!(s.steps[0].advance, Duration::from_secs(60));
     }
 
@@ -370,13 +423,25 @@ mod tests {
         assert_eq!(e.file, "f.json");
         assert_eq!(e.field, "steps[0].set.a");
         let bad = OK.replace("\"a\":2", "\"zz\":2");
-        assert_eq!(Scenario::parse("f.json", &bad).unwrap_err().field, "steps[0].expect.by_endpoint.zz");
+        assert_eq!(
+            Scenario::parse("f.json", &bad).unwrap_err().field,
+            "steps[0].expect.by_endpoint.zz"
+        );
         let bad = OK.replace("10.0.0.1:80", "nowhere");
-        assert_eq!(Scenario::parse("f.json", &bad).unwrap_err().field, "endpoints[0].address");
-        let bad = OK.replace("\"steps\"", "\"config\":{\"trafficDistribution\":\"Nearby\"},\"steps\"");
+        assert_eq!(
+            Scenario::parse("f.json", &bad).unwrap_err().field,
+            "endpoints[0].address"
+        );
+        let bad = OK.replace(
+            "\"steps\"",
+            "\"config\":{\"trafficDistribution\":\"Nearby\"},\"steps\"",
+        );
         assert_eq!(Scenario::parse("f.json", &bad).unwrap_err().field, "config");
         let bad = OK.replace("\"1m\"", "\"1 minute\"");
-        assert_eq!(Scenario::parse("f.json", &bad).unwrap_err().field, "steps[0].advance");
+        assert_eq!(
+            Scenario::parse("f.json", &bad).unwrap_err().field,
+            "steps[0].advance"
+        );
         assert_eq!(Scenario::parse("f.json", "{").unwrap_err().field, "(json)");
     }
 

@@ -61,7 +61,8 @@ impl SharedState {
     /// Writes a key as another process would (for fault tests).
     pub fn put(&mut self, key: &str, value: &[u8]) {
         self.next_cas = self.next_cas.wrapping_add(1).max(1);
-        self.data.insert(key.to_string(), (value.to_vec(), self.next_cas));
+        self.data
+            .insert(key.to_string(), (value.to_vec(), self.next_cas));
     }
 }
 
@@ -185,7 +186,12 @@ impl Host for SimHost<'_> {
 
     /// Envoy's `SharedData::set`: a CAS that does not match the stored one
     /// fails; a missing key is created whatever the CAS.
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+    fn set_shared_data(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), HostError> {
         if self.faults.fail_shared_data {
             return Err(fault("set_shared_data"));
         }
@@ -269,7 +275,10 @@ pub enum RouterSteering {
     /// `ORIGINAL_DST` with `use_http_header`: every attempt to the one address.
     OriginalDst { header: String, prefix: String },
     /// Route `cluster_header`: the value names a backend.
-    RouteHeader { header: String, backends: BTreeMap<String, Vec<String>> },
+    RouteHeader {
+        header: String,
+        backends: BTreeMap<String, Vec<String>>,
+    },
 }
 
 /// The router's retry policy.
@@ -285,7 +294,10 @@ impl RetryPolicy {
             (_, AttemptResult::Answered(code)) if *code < 500 => false,
             ("5xx", _) => true,
             ("gateway-error", AttemptResult::Answered(code)) => (502..=504).contains(code),
-            ("gateway-error" | "connect-failure" | "reset" | "refused-stream", AttemptResult::ConnectFailed) => true,
+            (
+                "gateway-error" | "connect-failure" | "reset" | "refused-stream",
+                AttemptResult::ConnectFailed,
+            ) => true,
             _ => false,
         })
     }
@@ -340,10 +352,19 @@ pub struct SimEnvoy {
 
 impl SimEnvoy {
     /// `node_labels` become `xds.node.metadata.LABELS.*` and the node locality.
-    pub fn new(workers: usize, node_labels: &BTreeMap<String, String>, config: Vec<u8>, seed: u64, steering: RouterSteering) -> SimEnvoy {
+    pub fn new(
+        workers: usize,
+        node_labels: &BTreeMap<String, String>,
+        config: Vec<u8>,
+        seed: u64,
+        steering: RouterSteering,
+    ) -> SimEnvoy {
         let mut properties = BTreeMap::new();
         for (k, v) in node_labels {
-            properties.insert(prop_key(&["xds", "node", "metadata", "LABELS", k]), v.as_bytes().to_vec());
+            properties.insert(
+                prop_key(&["xds", "node", "metadata", "LABELS", k]),
+                v.as_bytes().to_vec(),
+            );
         }
         for (label, leaf) in [
             ("topology.kubernetes.io/region", "region"),
@@ -351,7 +372,10 @@ impl SimEnvoy {
             ("topology.istio.io/subzone", "sub_zone"),
         ] {
             if let Some(v) = node_labels.get(label) {
-                properties.insert(prop_key(&["xds", "node", "locality", leaf]), v.as_bytes().to_vec());
+                properties.insert(
+                    prop_key(&["xds", "node", "locality", leaf]),
+                    v.as_bytes().to_vec(),
+                );
             }
         }
         SimEnvoy {
@@ -380,8 +404,10 @@ impl SimEnvoy {
 
     /// Publishes the cluster (name and metadata bytes), as a CDS update would.
     pub fn set_cluster(&mut self, name: &str, metadata: Vec<u8>, hosts: Vec<String>) {
-        self.properties.insert(prop_key(&["xds", "cluster_name"]), name.as_bytes().to_vec());
-        self.properties.insert(prop_key(&["xds", "cluster_metadata"]), metadata);
+        self.properties
+            .insert(prop_key(&["xds", "cluster_name"]), name.as_bytes().to_vec());
+        self.properties
+            .insert(prop_key(&["xds", "cluster_metadata"]), metadata);
         self.cluster_hosts = hosts;
     }
 
@@ -412,7 +438,13 @@ impl SimEnvoy {
     pub fn configure(&mut self) -> bool {
         let mut ok = true;
         for w in &mut self.workers {
-            let mut host = SimHost::new(&self.shared, self.now, &self.properties, &self.config, &self.faults);
+            let mut host = SimHost::new(
+                &self.shared,
+                self.now,
+                &self.properties,
+                &self.config,
+                &self.faults,
+            );
             ok &= w.root.on_configure(&mut host);
             w.tick_period = host.tick_period;
             w.next_tick = self.now + nanos(host.tick_period.unwrap_or(Duration::from_secs(1)));
@@ -436,7 +468,13 @@ impl SimEnvoy {
                     for w in &mut self.workers {
                         if let Some(period) = w.tick_period {
                             if w.next_tick <= self.now {
-                                let mut host = SimHost::new(&self.shared, self.now, &self.properties, &self.config, &self.faults);
+                                let mut host = SimHost::new(
+                                    &self.shared,
+                                    self.now,
+                                    &self.properties,
+                                    &self.config,
+                                    &self.faults,
+                                );
                                 w.root.on_tick(&mut host);
                                 w.next_tick = self.now + nanos(period).max(1);
                             }
@@ -462,9 +500,20 @@ impl SimEnvoy {
         };
         let (state, headers, local) = {
             let Some(w) = self.workers.get_mut(worker) else {
-                return RequestOutcome { attempts: vec![], status: 500, steering: None, worker };
+                return RequestOutcome {
+                    attempts: vec![],
+                    status: 500,
+                    steering: None,
+                    worker,
+                };
             };
-            let mut host = SimHost::new(&self.shared, self.now, &self.properties, &self.config, &self.faults);
+            let mut host = SimHost::new(
+                &self.shared,
+                self.now,
+                &self.properties,
+                &self.config,
+                &self.faults,
+            );
             for (k, v) in client_headers {
                 host.headers.insert(k.to_ascii_lowercase(), v.to_string());
             }
@@ -482,7 +531,14 @@ impl SimEnvoy {
             None => self.route(steering.as_deref()),
         };
         if let Some(state) = state {
-            self.finish(worker, &state, status, flags_value, last.as_deref(), attempts.len());
+            self.finish(
+                worker,
+                &state,
+                status,
+                flags_value,
+                last.as_deref(),
+                attempts.len(),
+            );
         }
         RequestOutcome {
             attempts,
@@ -529,7 +585,12 @@ impl SimEnvoy {
                 None => return (attempts, 503, flags::NO_HEALTHY_UPSTREAM, None),
             };
             attempts.push(address.clone());
-            result = match self.upstreams.get(&address).copied().unwrap_or(Behavior::Refused) {
+            result = match self
+                .upstreams
+                .get(&address)
+                .copied()
+                .unwrap_or(Behavior::Refused)
+            {
                 Behavior::Healthy => AttemptResult::Answered(200),
                 Behavior::Http(code) => AttemptResult::Answered(code),
                 Behavior::Refused => AttemptResult::ConnectFailed,
@@ -540,11 +601,22 @@ impl SimEnvoy {
                 break;
             }
         }
-        let retried_out = self.retry.is_some() && attempts.len() == max_attempts && self.retry.as_ref().is_some_and(|r| r.retries(&result));
-        let exhausted = if retried_out { flags::UPSTREAM_RETRY_LIMIT_EXCEEDED } else { 0 };
+        let retried_out = self.retry.is_some()
+            && attempts.len() == max_attempts
+            && self.retry.as_ref().is_some_and(|r| r.retries(&result));
+        let exhausted = if retried_out {
+            flags::UPSTREAM_RETRY_LIMIT_EXCEEDED
+        } else {
+            0
+        };
         match result {
             AttemptResult::Answered(code) => (attempts, u32::from(code), exhausted, last),
-            AttemptResult::ConnectFailed => (attempts, 503, flags::UPSTREAM_CONNECTION_FAILURE | exhausted, last),
+            AttemptResult::ConnectFailed => (
+                attempts,
+                503,
+                flags::UPSTREAM_CONNECTION_FAILURE | exhausted,
+                last,
+            ),
         }
     }
 
@@ -553,33 +625,69 @@ impl SimEnvoy {
         if self.cluster_hosts.is_empty() {
             return None;
         }
-        let h = self.cluster_hosts.get(self.fallback_rr % self.cluster_hosts.len()).cloned();
+        let h = self
+            .cluster_hosts
+            .get(self.fallback_rr % self.cluster_hosts.len())
+            .cloned();
         self.fallback_rr = self.fallback_rr.wrapping_add(1);
         h
     }
 
-    fn finish(&mut self, worker: usize, state: &RequestState, status: u32, flags_value: u64, last: Option<&str>, attempts: usize) {
-        let Some(w) = self.workers.get_mut(worker) else { return };
-        let mut host = SimHost::new(&self.shared, self.now, &self.properties, &self.config, &self.faults);
-        host.set_response_property(&["response", "code"], i64::from(status).to_le_bytes().to_vec());
+    fn finish(
+        &mut self,
+        worker: usize,
+        state: &RequestState,
+        status: u32,
+        flags_value: u64,
+        last: Option<&str>,
+        attempts: usize,
+    ) {
+        let Some(w) = self.workers.get_mut(worker) else {
+            return;
+        };
+        let mut host = SimHost::new(
+            &self.shared,
+            self.now,
+            &self.properties,
+            &self.config,
+            &self.faults,
+        );
+        host.set_response_property(
+            &["response", "code"],
+            i64::from(status).to_le_bytes().to_vec(),
+        );
         host.set_response_property(&["response", "flags"], flags_value.to_le_bytes().to_vec());
         if let Some(a) = last {
             let prefix = match &self.steering {
-                RouterSteering::OverrideHost { prefix, .. } | RouterSteering::OriginalDst { prefix, .. } => prefix.as_str(),
+                RouterSteering::OverrideHost { prefix, .. }
+                | RouterSteering::OriginalDst { prefix, .. } => prefix.as_str(),
                 RouterSteering::RouteHeader { .. } => "",
             };
-            host.set_response_property(&["upstream", "address"], format!("{prefix}{a}").into_bytes());
+            host.set_response_property(
+                &["upstream", "address"],
+                format!("{prefix}{a}").into_bytes(),
+            );
         }
-        host.set_response_property(&["upstream", "request_attempt_count"], (attempts as u64).to_le_bytes().to_vec());
+        host.set_response_property(
+            &["upstream", "request_attempt_count"],
+            (attempts as u64).to_le_bytes().to_vec(),
+        );
         w.root.on_log(&mut host, state);
     }
 
     /// Ejected addresses as the shared table says now.
     pub fn ejected(&self, prefix: &str, cluster: &str) -> Vec<String> {
         let s = lock(&self.shared);
-        let Some(bytes) = s.get(&format!("{prefix}/{cluster}/table")) else { return vec![] };
+        let Some(bytes) = s.get(&format!("{prefix}/{cluster}/table")) else {
+            return vec![];
+        };
         let table = locality_failover::shared::decode_table(bytes);
-        table.hosts.iter().filter(|(_, h)| h.ejected).map(|(a, _)| a.clone()).collect()
+        table
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.ejected)
+            .map(|(a, _)| a.clone())
+            .collect()
     }
 }
 

@@ -46,7 +46,13 @@ impl SimPlayer {
                     .collect(),
             },
         };
-        let mut envoy = SimEnvoy::new(scenario.workers, &scenario.client_labels, bytes, scenario.seed, steering);
+        let mut envoy = SimEnvoy::new(
+            scenario.workers,
+            &scenario.client_labels,
+            bytes,
+            scenario.seed,
+            steering,
+        );
         envoy.retry = scenario.retries.as_ref().map(|r| RetryPolicy {
             attempts: r.attempts,
             retry_on: r.retry_on.clone(),
@@ -69,7 +75,11 @@ impl SimPlayer {
     }
 
     /// The inventory as the control plane would publish it now.
-    pub fn inventory_json(scenario: &Scenario, present: &BTreeSet<String>, revision: u64) -> serde_json::Value {
+    pub fn inventory_json(
+        scenario: &Scenario,
+        present: &BTreeSet<String>,
+        revision: u64,
+    ) -> serde_json::Value {
         let endpoints: Vec<serde_json::Value> = scenario
             .endpoints
             .iter()
@@ -90,7 +100,9 @@ impl SimPlayer {
     fn namespace(&self) -> String {
         match &self.settings.inventory {
             InventorySource::ClusterMetadata { namespace } => namespace.clone(),
-            InventorySource::Config(_) => locality_failover::config::DEFAULT_METADATA_NAMESPACE.to_string(),
+            InventorySource::Config(_) => {
+                locality_failover::config::DEFAULT_METADATA_NAMESPACE.to_string()
+            }
         }
     }
 
@@ -105,9 +117,16 @@ impl SimPlayer {
             .filter(|e| self.present.contains(&e.name))
             .map(|e| e.address.clone())
             .collect();
-        self.envoy.set_cluster(CLUSTER, metadata_for(&ns, &inventory), hosts);
+        self.envoy
+            .set_cluster(CLUSTER, metadata_for(&ns, &inventory), hosts);
         self.envoy.set_property(
-            &["xds", "cluster_metadata", "filter_metadata", &ns, "revision"],
+            &[
+                "xds",
+                "cluster_metadata",
+                "filter_metadata",
+                &ns,
+                "revision",
+            ],
             Some(self.revision.to_string().into_bytes()),
         );
     }

@@ -16,7 +16,6 @@ use common::{labels, wasm};
 
 const T: Duration = Duration::from_secs(5);
 
-
 /// Upstreams `local` (us-east-1a, the filter's pick), `far` (us-west-2a, in
 /// the inventory) and `rogue` (listening, in no inventory).
 struct Rig {
@@ -36,7 +35,10 @@ fn rig(steering: Steering, steering_config: serde_json::Value) -> Option<Rig> {
         e.labels = labels(zone);
         e
     };
-    let endpoints = vec![endpoint("local", "us-east-1a"), endpoint("far", "us-west-2a")];
+    let endpoints = vec![
+        endpoint("local", "us-east-1a"),
+        endpoint("far", "us-west-2a"),
+    ];
     let inline: Vec<serde_json::Value> = endpoints
         .iter()
         .map(|e| json!({"address": e.address.to_string(), "name": e.name, "labels": e.labels, "backend": e.backend_name()}))
@@ -60,7 +62,11 @@ fn rig(steering: Steering, steering_config: serde_json::Value) -> Option<Rig> {
     let layout = Layout::new(dir.path());
     let envoy = EnvoyProcess::start(&layout, &cfg.generate(&layout), &EnvoyOptions::default())
         .unwrap_or_else(|e| panic!("envoy did not start: {e}"));
-    Some(Rig { envoy, ups, _dir: dir })
+    Some(Rig {
+        envoy,
+        ups,
+        _dir: dir,
+    })
 }
 
 impl Rig {
@@ -76,18 +82,33 @@ impl Rig {
     }
 
     fn assert_only_local(&self, sent: usize) {
-        assert_eq!(self.ups.answered("rogue"), 0, "a client-chosen address was reached");
-        assert_eq!(self.ups.answered("far"), 0, "a client-chosen endpoint was reached");
+        assert_eq!(
+            self.ups.answered("rogue"),
+            0,
+            "a client-chosen address was reached"
+        );
+        assert_eq!(
+            self.ups.answered("far"),
+            0,
+            "a client-chosen endpoint was reached"
+        );
         assert_eq!(self.ups.answered("local"), sent as u64);
     }
 }
 
 #[test]
 fn override_host_list_from_the_client_is_replaced() {
-    let Some(rig) = rig(Steering::override_host(), json!({"mode": "override-host"})) else { return };
+    let Some(rig) = rig(Steering::override_host(), json!({"mode": "override-host"})) else {
+        return;
+    };
     let rogue = rig.addr("rogue");
     let far = rig.addr("far");
-    let tries = [rogue.clone(), far.clone(), format!("{rogue},{far}"), format!("{far},{rogue}")];
+    let tries = [
+        rogue.clone(),
+        far.clone(),
+        format!("{rogue},{far}"),
+        format!("{far},{rogue}"),
+    ];
     for value in &tries {
         let (status, body) = rig.get(&[("x-locality-failover-hosts", value)]);
         assert_eq!(status, 200);
@@ -98,7 +119,9 @@ fn override_host_list_from_the_client_is_replaced() {
 
 #[test]
 fn original_dst_address_from_the_client_is_replaced() {
-    let Some(rig) = rig(Steering::original_dst(), json!({"mode": "original-dst"})) else { return };
+    let Some(rig) = rig(Steering::original_dst(), json!({"mode": "original-dst"})) else {
+        return;
+    };
     let rogue = rig.addr("rogue");
     for _ in 0..3 {
         let (status, body) = rig.get(&[("x-envoy-original-dst-host", &rogue)]);
@@ -110,7 +133,9 @@ fn original_dst_address_from_the_client_is_replaced() {
 
 #[test]
 fn route_header_from_the_client_is_replaced() {
-    let Some(rig) = rig(Steering::route_header(), json!({"mode": "route-header"})) else { return };
+    let Some(rig) = rig(Steering::route_header(), json!({"mode": "route-header"})) else {
+        return;
+    };
     for backend in ["far", "rogue", "svc"] {
         let (status, body) = rig.get(&[("x-locality-failover-backend", backend)]);
         assert_eq!(status, 200, "client sent {backend}");

@@ -29,10 +29,22 @@ fn labels(network: &str, region: &str, zone: &str) -> BTreeMap<String, String> {
 /// The guide's topology: two pods in us-east-1 (1a, 1b), two in us-west-2.
 fn guide_endpoints() -> Vec<(String, BTreeMap<String, String>)> {
     vec![
-        ("10.10.0.15:8080".into(), labels("n1", "us-east-1", "us-east-1a")),
-        ("10.10.1.8:8080".into(), labels("n1", "us-east-1", "us-east-1b")),
-        ("10.20.0.7:8080".into(), labels("n2", "us-west-2", "us-west-2a")),
-        ("10.20.1.4:8080".into(), labels("n2", "us-west-2", "us-west-2b")),
+        (
+            "10.10.0.15:8080".into(),
+            labels("n1", "us-east-1", "us-east-1a"),
+        ),
+        (
+            "10.10.1.8:8080".into(),
+            labels("n1", "us-east-1", "us-east-1b"),
+        ),
+        (
+            "10.20.0.7:8080".into(),
+            labels("n2", "us-west-2", "us-west-2a"),
+        ),
+        (
+            "10.20.1.4:8080".into(),
+            labels("n2", "us-west-2", "us-west-2b"),
+        ),
     ]
 }
 
@@ -41,7 +53,10 @@ fn metadata(endpoints: &[(String, BTreeMap<String, String>)], revision: u64) -> 
         .iter()
         .map(|(a, l)| json!({"address": a, "labels": l}))
         .collect();
-    metadata_for(NS, &json!({"revision": revision.to_string(), "endpoints": list}))
+    metadata_for(
+        NS,
+        &json!({"revision": revision.to_string(), "endpoints": list}),
+    )
 }
 
 fn guide_config() -> serde_json::Value {
@@ -57,13 +72,20 @@ fn envoy(workers: usize, config: &serde_json::Value) -> SimEnvoy {
         &labels("n1", "us-east-1", "us-east-1a"),
         config.to_string().into_bytes(),
         7,
-        RouterSteering::OverrideHost { header: HEADER.into(), prefix: String::new() },
+        RouterSteering::OverrideHost {
+            header: HEADER.into(),
+            prefix: String::new(),
+        },
     );
     let eps = guide_endpoints();
     for (a, _) in &eps {
         e.upstreams.insert(a.clone(), Behavior::Healthy);
     }
-    e.set_cluster(CLUSTER, metadata(&eps, 1), eps.iter().map(|(a, _)| a.clone()).collect());
+    e.set_cluster(
+        CLUSTER,
+        metadata(&eps, 1),
+        eps.iter().map(|(a, _)| a.clone()).collect(),
+    );
     assert!(e.configure());
     e
 }
@@ -78,7 +100,10 @@ fn client_steering_header_never_reaches_the_router() {
         assert!(steering.starts_with("10.10.0.15:8080"), "{steering}");
         assert_eq!(out.attempts, vec!["10.10.0.15:8080".to_string()]);
     }
-    assert_eq!(lock(&e.shared).metric("locality_failover.client_header_removed"), 5);
+    assert_eq!(
+        lock(&e.shared).metric("locality_failover.client_header_removed"),
+        5
+    );
 }
 
 #[test]
@@ -88,13 +113,25 @@ fn refused_configuration_still_strips_client_headers() {
         &labels("n1", "us-east-1", "us-east-1a"),
         br#"{"trafficDistribution": "Nearby"}"#.to_vec(),
         1,
-        RouterSteering::OverrideHost { header: HEADER.into(), prefix: String::new() },
+        RouterSteering::OverrideHost {
+            header: HEADER.into(),
+            prefix: String::new(),
+        },
     );
-    e.upstreams.insert("10.10.0.15:8080".into(), Behavior::Healthy);
-    e.set_cluster(CLUSTER, metadata(&guide_endpoints()[..1], 1), vec!["10.10.0.15:8080".into()]);
+    e.upstreams
+        .insert("10.10.0.15:8080".into(), Behavior::Healthy);
+    e.set_cluster(
+        CLUSTER,
+        metadata(&guide_endpoints()[..1], 1),
+        vec!["10.10.0.15:8080".into()],
+    );
     assert!(!e.configure(), "a bad configuration is refused");
     let logs = lock(&e.shared).logs.clone();
-    assert!(logs.iter().any(|(_, m)| m.contains("trafficDistribution") && m.contains("Nearby")), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|(_, m)| m.contains("trafficDistribution") && m.contains("Nearby")),
+        "{logs:?}"
+    );
     assert_eq!(lock(&e.shared).metric("locality_failover.config_errors"), 1);
     let out = e.request(&[(HEADER, "6.6.6.6:80")]);
     assert_eq!(out.steering, None, "the client's value was removed");
@@ -112,7 +149,10 @@ fn a_success_writes_no_shared_data() {
         assert_eq!(e.request(&[]).status, 200);
     }
     let after = lock(&e.shared).calls;
-    assert_eq!(after.shared_writes, before.shared_writes, "no write on a success that changes nothing");
+    assert_eq!(
+        after.shared_writes, before.shared_writes,
+        "no write on a success that changes nothing"
+    );
     // Hot path reads: the 8-byte epoch per request and the endpoint's streak at the end.
     let reads = (after.shared_reads - before.shared_reads) as f64 / f64::from(n);
     assert!(reads <= 2.0, "{reads} shared-data reads per request");
@@ -121,26 +161,45 @@ fn a_success_writes_no_shared_data() {
 #[test]
 fn ejection_is_shared_by_all_workers() {
     let mut e = envoy(2, &guide_config());
-    e.upstreams.insert("10.10.0.15:8080".into(), Behavior::Http(503));
+    e.upstreams
+        .insert("10.10.0.15:8080".into(), Behavior::Http(503));
     // Requests alternate between the two workers: the fifth 5xx overall ejects.
     let statuses: Vec<u32> = (0..5).map(|_| e.request(&[]).status).collect();
     assert_eq!(statuses, vec![503; 5]);
-    assert_eq!(e.ejected("locality-failover", CLUSTER), vec!["10.10.0.15:8080".to_string()]);
+    assert_eq!(
+        e.ejected("locality-failover", CLUSTER),
+        vec!["10.10.0.15:8080".to_string()]
+    );
     for _ in 0..6 {
         let out = e.request(&[]);
-        assert_eq!(out.attempts, vec!["10.10.1.8:8080".to_string()], "both workers skip the ejected pod");
+        assert_eq!(
+            out.attempts,
+            vec!["10.10.1.8:8080".to_string()],
+            "both workers skip the ejected pod"
+        );
     }
     assert_eq!(lock(&e.shared).metric("locality_failover.ejections"), 1);
 }
 
 /// `threads` worker VMs, each on its own thread sharing one store, each
 /// reporting `per_thread` answers with `status` from 10.20.0.7:8080.
-fn hammer(config: &serde_json::Value, threads: u64, per_thread: u32, status: i64) -> host_harness::sim::Shared {
+fn hammer(
+    config: &serde_json::Value,
+    threads: u64,
+    per_thread: u32,
+    status: i64,
+) -> host_harness::sim::Shared {
     let e = envoy(1, config);
     let shared = Arc::clone(&e.shared);
     let mut props = BTreeMap::new();
-    props.insert(host_harness::sim::prop_key(&["xds", "cluster_name"]), CLUSTER.as_bytes().to_vec());
-    props.insert(host_harness::sim::prop_key(&["xds", "cluster_metadata"]), metadata(&guide_endpoints(), 1));
+    props.insert(
+        host_harness::sim::prop_key(&["xds", "cluster_name"]),
+        CLUSTER.as_bytes().to_vec(),
+    );
+    props.insert(
+        host_harness::sim::prop_key(&["xds", "cluster_metadata"]),
+        metadata(&guide_endpoints(), 1),
+    );
     let config_bytes = config.to_string().into_bytes();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -154,12 +213,19 @@ fn hammer(config: &serde_json::Value, threads: u64, per_thread: u32, status: i64
                 assert!(root.on_configure(&mut host()));
                 // Load the inventory through a request on this worker.
                 root.on_request_headers(&mut host()).expect("steered");
-                let state = RequestState { cluster: CLUSTER.into(), list: vec!["10.20.0.7:8080".into()], priority: 0 };
+                let state = RequestState {
+                    cluster: CLUSTER.into(),
+                    list: vec!["10.20.0.7:8080".into()],
+                    priority: 0,
+                };
                 for _ in 0..per_thread {
                     let mut h = host();
                     h.set_response_property(&["response", "code"], status.to_le_bytes().to_vec());
                     h.set_response_property(&["upstream", "address"], b"10.20.0.7:8080".to_vec());
-                    h.set_response_property(&["upstream", "request_attempt_count"], 1u64.to_le_bytes().to_vec());
+                    h.set_response_property(
+                        &["upstream", "request_attempt_count"],
+                        1u64.to_le_bytes().to_vec(),
+                    );
                     root.on_log(&mut h, &state);
                 }
             })
@@ -179,18 +245,37 @@ fn concurrent_workers_lose_no_increment_and_eject_once() {
         "outlierDetection": {"consecutive5xxErrors": 1000, "maxEjectionPercent": 100}}});
     let shared = hammer(&config, 8, 25, 503);
     let s = lock(&shared);
-    let streak = s.get(&format!("locality-failover/{CLUSTER}/streak/10.20.0.7:8080")).expect("streak key");
+    let streak = s
+        .get(&format!(
+            "locality-failover/{CLUSTER}/streak/10.20.0.7:8080"
+        ))
+        .expect("streak key");
     let streaks = locality_failover::shared::decode_streaks(streak);
-    assert_eq!(streaks.c5xx, 8 * 25, "every increment survived ({} CAS retries)", s.calls.cas_mismatches);
+    assert_eq!(
+        streaks.c5xx,
+        8 * 25,
+        "every increment survived ({} CAS retries)",
+        s.calls.cas_mismatches
+    );
     drop(s);
 
     // A threshold of 5 hammered by 8 threads: exactly one ejection.
     let config = json!({"trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 5, "maxEjectionPercent": 100}}});
     let shared = hammer(&config, 8, 25, 500);
     let s = lock(&shared);
-    assert_eq!(s.metric("locality_failover.ejections"), 1, "one ejection, not one per worker");
-    let table = locality_failover::shared::decode_table(s.get(&format!("locality-failover/{CLUSTER}/table")).expect("table"));
-    assert_eq!(table.hosts.get("10.20.0.7:8080").map(|h| h.ejections), Some(1));
+    assert_eq!(
+        s.metric("locality_failover.ejections"),
+        1,
+        "one ejection, not one per worker"
+    );
+    let table = locality_failover::shared::decode_table(
+        s.get(&format!("locality-failover/{CLUSTER}/table"))
+            .expect("table"),
+    );
+    assert_eq!(
+        table.hosts.get("10.20.0.7:8080").map(|h| h.ejections),
+        Some(1)
+    );
 }
 
 #[test]
@@ -200,14 +285,21 @@ fn bad_inventory_keeps_the_last_good_one_and_logs_once() {
     let mut eps = guide_endpoints();
     eps.push(eps[0].clone()); // duplicate address
     e.set_cluster(CLUSTER, metadata(&eps, 2), vec![]);
-    e.set_property(&["xds", "cluster_metadata", "filter_metadata", NS, "revision"], Some(b"2".to_vec()));
+    e.set_property(
+        &["xds", "cluster_metadata", "filter_metadata", NS, "revision"],
+        Some(b"2".to_vec()),
+    );
     e.cluster_hosts = guide_endpoints().iter().map(|(a, _)| a.clone()).collect();
     for _ in 0..50 {
         assert_eq!(e.request(&[]).attempts, vec!["10.10.0.15:8080".to_string()]);
     }
     let s = lock(&e.shared);
     assert_eq!(s.metric("locality_failover.inventory_errors"), 1);
-    let refusals = s.logs.iter().filter(|(_, m)| m.contains("inventory refused")).count();
+    let refusals = s
+        .logs
+        .iter()
+        .filter(|(_, m)| m.contains("inventory refused"))
+        .count();
     assert_eq!(refusals, 1, "logged once, not per request");
 }
 
@@ -223,7 +315,10 @@ fn failing_host_calls_are_safe() {
     e.faults.fail_shared_data = false;
     e.faults.fail_headers = true;
     let out = e.request(&[(HEADER, "6.6.6.6:80")]);
-    assert_eq!(out.status, 503, "cannot strip the client's header: fail closed");
+    assert_eq!(
+        out.status, 503,
+        "cannot strip the client's header: fail closed"
+    );
     assert!(out.attempts.is_empty());
     e.faults.fail_headers = false;
     e.faults.fail_properties = true;
@@ -238,20 +333,34 @@ fn unknown_locality_spreads_over_all_endpoints() {
         &BTreeMap::new(),
         guide_config().to_string().into_bytes(),
         3,
-        RouterSteering::OverrideHost { header: HEADER.into(), prefix: String::new() },
+        RouterSteering::OverrideHost {
+            header: HEADER.into(),
+            prefix: String::new(),
+        },
     );
     let eps = guide_endpoints();
     for (a, _) in &eps {
         e.upstreams.insert(a.clone(), Behavior::Healthy);
     }
-    e.set_cluster(CLUSTER, metadata(&eps, 1), eps.iter().map(|(a, _)| a.clone()).collect());
+    e.set_cluster(
+        CLUSTER,
+        metadata(&eps, 1),
+        eps.iter().map(|(a, _)| a.clone()).collect(),
+    );
     assert!(e.configure());
-    assert!(lock(&e.shared).logs.iter().any(|(_, m)| m.contains("locality is unknown")));
+    assert!(lock(&e.shared)
+        .logs
+        .iter()
+        .any(|(_, m)| m.contains("locality is unknown")));
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..8 {
         seen.extend(e.request(&[]).attempts);
     }
-    assert_eq!(seen.len(), 4, "istiod skips failoverPriority for a proxy without labels: one priority");
+    assert_eq!(
+        seen.len(),
+        4,
+        "istiod skips failoverPriority for a proxy without labels: one priority"
+    );
 }
 
 #[test]
@@ -267,7 +376,8 @@ fn seed_scenarios_pass_on_two_and_four_workers() {
         for workers in [2, 4] {
             scenario.workers = workers;
             let mut player = SimPlayer::new(&scenario).expect("player");
-            let (_, mismatches) = host_harness::runner::play(&scenario, &mut player).expect("played");
+            let (_, mismatches) =
+                host_harness::runner::play(&scenario, &mut player).expect("played");
             assert!(mismatches.is_empty(), "{}: {mismatches:?}", path.display());
         }
         played += 1;
@@ -278,16 +388,34 @@ fn seed_scenarios_pass_on_two_and_four_workers() {
 #[test]
 fn seed_scenarios_pass_with_every_steering_mode() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/scenarios");
-    for file in ["seed-step6-zone-region-order.json", "seed-step6-outlier-ejection.json", "seed-step4-prefer-close.json"] {
+    for file in [
+        "seed-step6-zone-region-order.json",
+        "seed-step6-outlier-ejection.json",
+        "seed-step4-prefer-close.json",
+    ] {
         let base = host_harness::scenario::Scenario::load(&dir.join(file)).expect("valid scenario");
         for mode in ["original-dst", "route-header"] {
             let mut scenario = base.clone();
-            scenario.config.insert("steering".into(), json!({"mode": mode}));
-            if scenario.route_header() && scenario.steps.iter().any(|s| !s.set.is_empty() && s.set.iter().any(|(_, st)| matches!(st, host_harness::scenario::EndpointState::Removed | host_harness::scenario::EndpointState::Present))) {
+            scenario
+                .config
+                .insert("steering".into(), json!({"mode": mode}));
+            if scenario.route_header()
+                && scenario.steps.iter().any(|s| {
+                    !s.set.is_empty()
+                        && s.set.iter().any(|(_, st)| {
+                            matches!(
+                                st,
+                                host_harness::scenario::EndpointState::Removed
+                                    | host_harness::scenario::EndpointState::Present
+                            )
+                        })
+                })
+            {
                 continue;
             }
             let mut player = SimPlayer::new(&scenario).expect("player");
-            let (_, mismatches) = host_harness::runner::play(&scenario, &mut player).expect("played");
+            let (_, mismatches) =
+                host_harness::runner::play(&scenario, &mut player).expect("played");
             assert!(mismatches.is_empty(), "{file} with {mode}: {mismatches:?}");
         }
     }

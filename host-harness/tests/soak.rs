@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use host_harness::envoy::config::{FilterModeConfig, Layout, Node, Steering};
 use host_harness::envoy::{
-    envoy_binary, http_get, Endpoint, EnvoyOptions, EnvoyProcess, RetryPolicy, TempDir, UpstreamState,
-    Upstreams, WasmFilter,
+    envoy_binary, http_get, Endpoint, EnvoyOptions, EnvoyProcess, RetryPolicy, TempDir,
+    UpstreamState, Upstreams, WasmFilter,
 };
 use serde_json::json;
 
@@ -23,9 +23,11 @@ mod common;
 use common::{labels, wasm};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
-
 
 /// Istio's default circuit breakers (`connectionPool` unset): everything
 /// at 2^32-1. Envoy's own default allows 3 concurrent retries per cluster,
@@ -79,7 +81,10 @@ fn no_client_error_while_any_endpoint_is_healthy() {
     let mut cfg = FilterModeConfig::new(Steering::override_host(), endpoints.clone());
     cfg.node = Node::with_labels(labels("us-east-1a"));
     cfg.wasm = Some(WasmFilter::new(wasm(), plugin.to_string()));
-    cfg.retry = Some(RetryPolicy::new(3, "connect-failure,refused-stream,reset,5xx"));
+    cfg.retry = Some(RetryPolicy::new(
+        3,
+        "connect-failure,refused-stream,reset,5xx",
+    ));
     let dir = TempDir::new("soak").expect("temp dir");
     let layout = Layout::new(dir.path());
     let opts = EnvoyOptions {
@@ -91,7 +96,8 @@ fn no_client_error_while_any_endpoint_is_healthy() {
         clusters.iter_mut().for_each(istio_circuit_breakers);
     }
     let envoy = Arc::new(
-        EnvoyProcess::start(&layout, &generated, &opts).unwrap_or_else(|e| panic!("envoy did not start: {e}")),
+        EnvoyProcess::start(&layout, &generated, &opts)
+            .unwrap_or_else(|e| panic!("envoy did not start: {e}")),
     );
     let listener = envoy.listener().expect("listener");
 
@@ -100,7 +106,8 @@ fn no_client_error_while_any_endpoint_is_healthy() {
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();
     let load: Vec<_> = (0..clients)
         .map(|_| {
-            let (tally, stop, errors) = (Arc::clone(&tally), Arc::clone(&stop), Arc::clone(&errors));
+            let (tally, stop, errors) =
+                (Arc::clone(&tally), Arc::clone(&stop), Arc::clone(&errors));
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     tally.sent.fetch_add(1, Ordering::Relaxed);
@@ -143,18 +150,26 @@ fn no_client_error_while_any_endpoint_is_healthy() {
                 ups.set("west-2a", UpstreamState::Healthy).expect("restart");
             }
             3 => {
-                let fewer: Vec<Endpoint> = endpoints.iter().filter(|e| e.name != "east-1b").cloned().collect();
+                let fewer: Vec<Endpoint> = endpoints
+                    .iter()
+                    .filter(|e| e.name != "east-1b")
+                    .cloned()
+                    .collect();
                 let mut c = cfg.clone();
                 c.endpoints = fewer;
                 c.revision = format!("r{step}");
-                envoy.apply_clusters(&with_breakers(c.clusters()), Duration::from_secs(5)).expect("cds update");
+                envoy
+                    .apply_clusters(&with_breakers(c.clusters()), Duration::from_secs(5))
+                    .expect("cds update");
             }
             4 => ups.set("east-1a", UpstreamState::Refused).expect("kill"),
             _ => {
                 ups.set("east-1a", UpstreamState::Healthy).expect("restart");
                 let mut c = cfg.clone();
                 c.revision = format!("r{step}");
-                envoy.apply_clusters(&with_breakers(c.clusters()), Duration::from_secs(5)).expect("cds update");
+                envoy
+                    .apply_clusters(&with_breakers(c.clusters()), Duration::from_secs(5))
+                    .expect("cds update");
             }
         }
         step += 1;
@@ -180,7 +195,16 @@ fn no_client_error_while_any_endpoint_is_healthy() {
         "soak: {sent} sent, {answered} answered, {failed} failed in {elapsed:.1}s ({:.0} req/s, {clients} clients, Envoy concurrency 2); {step} chaos steps; filter ejections {ejections}, retried {retried}",
         sent as f64 / elapsed
     );
-    assert!(sent > 1000, "the load generator sent too little to mean anything ({sent})");
-    assert_eq!(failed, 0, "client-visible errors: {:?}\n{}", errors.lock().map(|e| e.clone()).unwrap_or_default(), envoy.log_tail(20));
+    assert!(
+        sent > 1000,
+        "the load generator sent too little to mean anything ({sent})"
+    );
+    assert_eq!(
+        failed,
+        0,
+        "client-visible errors: {:?}\n{}",
+        errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        envoy.log_tail(20)
+    );
     assert!(ejections > 0, "the killed pod was never ejected");
 }

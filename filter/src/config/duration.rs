@@ -128,10 +128,16 @@ mod tests {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         assert_eq!(parse_duration("-1s"), Err(DurationError::Negative));
         assert_eq!(parse_duration("10"), Err(DurationError::MissingUnit));
-        assert!(matches!(parse_duration("10d"), Err(DurationError::UnknownUnit(_))));
+        assert!(matches!(
+            parse_duration("10d"),
+            Err(DurationError::UnknownUnit(_))
+        ));
         assert_eq!(parse_duration("s"), Err(DurationError::BadNumber));
         assert_eq!(parse_duration("1.2.3s"), Err(DurationError::BadNumber));
-        assert_eq!(parse_duration("99999999999999999999h"), Err(DurationError::Overflow));
+        assert_eq!(
+            parse_duration("99999999999999999999h"),
+            Err(DurationError::Overflow)
+        );
     }
 
     #[test]

@@ -98,8 +98,13 @@ pub const KNOWN_TRAFFIC_POLICY_FIELDS: &[&str] = &[
     "proxyProtocol",
     "retryBudget",
 ];
-pub const KNOWN_LOAD_BALANCER_FIELDS: &[&str] =
-    &["simple", "consistentHash", "localityLbSetting", "warmupDurationSecs", "warmup"];
+pub const KNOWN_LOAD_BALANCER_FIELDS: &[&str] = &[
+    "simple",
+    "consistentHash",
+    "localityLbSetting",
+    "warmupDurationSecs",
+    "warmup",
+];
 pub const KNOWN_LOCALITY_LB_FIELDS: &[&str] =
     &["enabled", "distribute", "failover", "failoverPriority"];
 pub const KNOWN_OUTLIER_FIELDS: &[&str] = &[

@@ -380,7 +380,9 @@ impl TrafficDistribution {
 
 /// `None`: not given; `Some(None)`: `Any` (no distribution: Istio's mesh
 /// default decides); `Some(Some(td))`: an explicit distribution.
-fn traffic_distribution(value: Option<&str>) -> Result<Option<Option<TrafficDistribution>>, ConfigError> {
+fn traffic_distribution(
+    value: Option<&str>,
+) -> Result<Option<Option<TrafficDistribution>>, ConfigError> {
     let Some(v) = value else {
         return Ok(None);
     };
@@ -426,7 +428,9 @@ fn rule_from_setting(
         }
     }
     if !setting.distribute.is_empty() {
-        return Ok(RankingRule::Distribute(distribute_rules(&setting.distribute)?));
+        return Ok(RankingRule::Distribute(distribute_rules(
+            &setting.distribute,
+        )?));
     }
     // "Failover needs outlier detection, otherwise Envoy will never drop
     // down to a lower priority" (istiod): without it, one flat priority.
@@ -461,7 +465,10 @@ fn region_failover(entries: &[istio::Failover]) -> Result<Vec<RegionFailover>, C
                 }
             }
             if f.from == f.to {
-                return Err(field_error(field, format!("`from` and `to` are both {:?}", f.from)));
+                return Err(field_error(
+                    field,
+                    format!("`from` and `to` are both {:?}", f.from),
+                ));
             }
             Ok(RegionFailover {
                 from: f.from.clone(),
@@ -492,7 +499,9 @@ fn distribute_rules(entries: &[istio::Distribute]) -> Result<Vec<DistributeRule>
 }
 
 fn lb_policy(lb: Option<&istio::LoadBalancerSettings>) -> Result<LbPolicy, ConfigError> {
-    let simple = lb.and_then(|l| l.simple.as_deref()).unwrap_or("UNSPECIFIED");
+    let simple = lb
+        .and_then(|l| l.simple.as_deref())
+        .unwrap_or("UNSPECIFIED");
     match simple {
         // Istio's default for unspecified is LEAST_REQUEST (since 1.14).
         "UNSPECIFIED" | "LEAST_REQUEST" | "LEAST_CONN" => Ok(LbPolicy::LeastRequest),
@@ -523,7 +532,10 @@ fn duration_field(
                 source,
             })?;
             if d.is_zero() {
-                return Err(field_error(field, format!("{v:?} must be greater than zero")));
+                return Err(field_error(
+                    field,
+                    format!("{v:?} must be greater than zero"),
+                ));
             }
             Ok(d)
         }
@@ -692,7 +704,10 @@ fn route_header_inventory(inventory: &InventorySource) -> Result<(), ConfigError
             "route-header steering needs the inventory in the plugin configuration (inventory.endpoints, each with a `backend`): the route, and so the cluster metadata, depends on the header the filter writes",
         ));
     };
-    match endpoints.iter().position(|e| e.backend.as_deref().is_none_or(str::is_empty)) {
+    match endpoints
+        .iter()
+        .position(|e| e.backend.as_deref().is_none_or(str::is_empty))
+    {
         Some(i) => Err(field_error(
             format!("inventory.endpoints[{i}].backend"),
             "missing: route-header steering writes the backend name of the chosen endpoint",

@@ -26,13 +26,48 @@ extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
-    fn proxy_get_buffer_bytes(kind: u32, start: usize, max: usize, data: *mut *mut u8, size: *mut usize) -> u32;
-    fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
-    fn proxy_get_header_map_value(map: u32, key: *const u8, key_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
-    fn proxy_replace_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        kind: u32,
+        start: usize,
+        max: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
-    fn proxy_get_shared_data(key: *const u8, key_size: usize, data: *mut *mut u8, size: *mut usize, cas: *mut u32) -> u32;
-    fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     #[allow(clippy::too_many_arguments)]
     fn proxy_send_local_response(
         status: u32,
@@ -97,13 +132,17 @@ pub fn now_nanos() -> u64 {
 
 pub fn set_tick_period(ms: u32) -> Result<(), HostError> {
     // SAFETY: plain value call.
-    check("set_tick_period", unsafe { proxy_set_tick_period_milliseconds(ms) })
+    check("set_tick_period", unsafe {
+        proxy_set_tick_period_milliseconds(ms)
+    })
 }
 
 pub fn plugin_configuration() -> Result<Option<Vec<u8>>, HostError> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: out pointers are valid; the buffer is taken back below.
-    let status = unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size) };
+    let status = unsafe {
+        proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size)
+    };
     match status {
         OK => Ok(unsafe { take(data, size) }),
         NOT_FOUND => Ok(None),
@@ -134,7 +173,8 @@ fn property_with(path: &[&str], serialized: &mut Vec<u8>) -> Result<Option<Vec<u
     }
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: path bytes live for the call; out pointers are valid.
-    let status = unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
+    let status =
+        unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
     match status {
         OK => Ok(unsafe { take(data, size) }),
         NOT_FOUND => Ok(None),
@@ -145,7 +185,15 @@ fn property_with(path: &[&str], serialized: &mut Vec<u8>) -> Result<Option<Vec<u
 pub fn request_header(name: &str) -> Result<Option<String>, HostError> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: key bytes live for the call; out pointers are valid.
-    let status = unsafe { proxy_get_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) };
+    let status = unsafe {
+        proxy_get_header_map_value(
+            REQUEST_HEADERS,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        )
+    };
     match status {
         OK => Ok(unsafe { take(data, size) }.map(|b| String::from_utf8_lossy(&b).into_owned())),
         NOT_FOUND => Ok(None),
@@ -157,7 +205,13 @@ pub fn set_request_header(name: &str, value: Option<&str>) -> Result<(), HostErr
     // SAFETY: key/value bytes live for the call.
     let status = unsafe {
         match value {
-            Some(v) => proxy_replace_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len(), v.as_ptr(), v.len()),
+            Some(v) => proxy_replace_header_map_value(
+                REQUEST_HEADERS,
+                name.as_ptr(),
+                name.len(),
+                v.as_ptr(),
+                v.len(),
+            ),
             None => proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len()),
         }
     };
@@ -167,7 +221,8 @@ pub fn set_request_header(name: &str, value: Option<&str>) -> Result<(), HostErr
 pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
     let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
     // SAFETY: key bytes live for the call; out pointers are valid.
-    let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
     match status {
         OK => Ok((unsafe { take(data, size) }, (cas != 0).then_some(cas))),
         NOT_FOUND => Ok((None, None)),
@@ -177,7 +232,15 @@ pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostErro
 
 pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
     // SAFETY: key/value bytes live for the call.
-    let status = unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas.unwrap_or(0)) };
+    let status = unsafe {
+        proxy_set_shared_data(
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+            cas.unwrap_or(0),
+        )
+    };
     match status {
         OK => Ok(()),
         CAS_MISMATCH => Err(HostError::CasMismatch),
@@ -195,7 +258,11 @@ pub fn send_local_reply(status_code: u32, body: &str) -> Result<(), HostError> {
             status_code,
             details.as_ptr(),
             details.len(),
-            if body.is_empty() { null() } else { body.as_ptr() },
+            if body.is_empty() {
+                null()
+            } else {
+                body.as_ptr()
+            },
             body.len(),
             headers.as_ptr(),
             headers.len(),
@@ -208,13 +275,17 @@ pub fn send_local_reply(status_code: u32, body: &str) -> Result<(), HostError> {
 pub fn define_metric(kind: u32, name: &str) -> Result<u32, HostError> {
     let mut id = 0u32;
     // SAFETY: name bytes live for the call; id is a valid out pointer.
-    check("define_metric", unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
+    check("define_metric", unsafe {
+        proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id)
+    })?;
     Ok(id)
 }
 
 pub fn increment_metric(id: u32, by: i64) -> Result<(), HostError> {
     // SAFETY: plain value call.
-    check("increment_metric", unsafe { proxy_increment_metric(id, by) })
+    check("increment_metric", unsafe {
+        proxy_increment_metric(id, by)
+    })
 }
 
 pub fn record_metric(id: u32, value: u64) -> Result<(), HostError> {

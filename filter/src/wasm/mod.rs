@@ -45,7 +45,12 @@ impl Host for WasmHost {
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
         abi::shared_data(key)
     }
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+    fn set_shared_data(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), HostError> {
         abi::set_shared_data(key, value, cas)
     }
     fn now_nanos(&self) -> u64 {

@@ -36,9 +36,7 @@ use host_harness::envoy::{
     LbPolicy as EnvoyLb, NativeModeConfig, Node, OutlierDetection, Steering, WasmFilter,
 };
 use host_harness::sim::{lock, Behavior, RouterSteering, SimEnvoy};
-use locality_failover::config::{
-    Settings, LABEL_NETWORK, LABEL_REGION, LABEL_ZONE,
-};
+use locality_failover::config::{Settings, LABEL_NETWORK, LABEL_REGION, LABEL_ZONE};
 use locality_failover::detector::{self, ClusterView, MemoryStore};
 use locality_failover::engine::Engine;
 use locality_failover::filter::FilterRoot;
@@ -71,7 +69,9 @@ fn grow(by: usize) {
 fn shrink(by: usize) {
     // Memory allocated before counting started may be freed while counting:
     // never wrap below zero.
-    let _ = LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| Some(l.saturating_sub(by)));
+    let _ = LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+        Some(l.saturating_sub(by))
+    });
 }
 
 // SAFETY: every call is forwarded to the system allocator unchanged; the
@@ -343,7 +343,9 @@ fn bench_engine() {
                 }
             });
             allocs = a.allocs as f64 / 1000.0;
-            progress(&format!("engine {lb} n={n}: {ns:.1} ns/decide, {allocs:.1} allocs/decide"));
+            progress(&format!(
+                "engine {lb} n={n}: {ns:.1} ns/decide, {allocs:.1} allocs/decide"
+            ));
         }
         let per = SIZES
             .iter()
@@ -355,8 +357,20 @@ fn bench_engine() {
         let small = best[0];
         let large = best[SIZES.len() - 1];
         let ratio = large / small;
-        row("2", &format!("decide cost 10,000 / 10, {lb}"), &format!("{ratio:.2}x"), "<= 1.5x", verdict(ratio <= 1.5));
-        row("2", &format!("decide cost at 10,000, {lb}"), &format!("{large:.0} ns"), "< 200 ns", verdict(large < 200.0));
+        row(
+            "2",
+            &format!("decide cost 10,000 / 10, {lb}"),
+            &format!("{ratio:.2}x"),
+            "<= 1.5x",
+            verdict(ratio <= 1.5),
+        );
+        row(
+            "2",
+            &format!("decide cost at 10,000, {lb}"),
+            &format!("{large:.0} ns"),
+            "< 200 ns",
+            verdict(large < 200.0),
+        );
     }
 }
 
@@ -387,13 +401,30 @@ fn bench_failure() {
         // Endpoints of priority 0 (index multiple of 9: us-east-1a).
         let address = synthetic_address(k * 9);
         let present = |a: &str| engine.contains(a);
-        let view = ClusterView { total_hosts: N, present: &present };
+        let view = ClusterView {
+            total_hosts: N,
+            present: &present,
+        };
         for _ in 0..4 {
-            let _ = detector::record(&mut store, &outlier, &address, Outcome::Http(503), now, &view);
+            let _ = detector::record(
+                &mut store,
+                &outlier,
+                &address,
+                Outcome::Http(503),
+                now,
+                &view,
+            );
         }
         let ((r, t_record), stats1) = count_allocs(|| {
             let t = Instant::now();
-            let r = detector::record(&mut store, &outlier, &address, Outcome::Http(503), now, &view);
+            let r = detector::record(
+                &mut store,
+                &outlier,
+                &address,
+                Outcome::Http(503),
+                now,
+                &view,
+            );
             (r, t.elapsed())
         });
         if r.as_ref().is_ok_and(|r| r.ejected()) {
@@ -415,11 +446,18 @@ fn bench_failure() {
     let app = median(&mut apply_ns);
     let tot = median(&mut total_ns);
     let al = median(&mut allocs);
-    progress(&format!("ejection: record {rec:.0} ns, apply_table {app:.0} ns, {al} allocs ({ejected}/40 ejected)"));
+    progress(&format!(
+        "ejection: record {rec:.0} ns, apply_table {app:.0} ns, {al} allocs ({ejected}/40 ejected)"
+    ));
     row(
         "3",
         "ejection, 10,000 endpoints: detector::record (5th 5xx, MemoryStore) + Engine::apply_table",
-        &format!("{} ({} + {}), {al:.0} allocations", human_ns(tot), human_ns(rec), human_ns(app)),
+        &format!(
+            "{} ({} + {}), {al:.0} allocations",
+            human_ns(tot),
+            human_ns(rec),
+            human_ns(app)
+        ),
         "",
         if ok { "" } else { "ejection did not happen" },
     );
@@ -438,7 +476,10 @@ fn bench_failure() {
         stats = s;
     }
     let t = median(&mut times);
-    progress(&format!("set_inventory: {t:.0} ns, {} allocs", stats.allocs));
+    progress(&format!(
+        "set_inventory: {t:.0} ns, {} allocs",
+        stats.allocs
+    ));
     row(
         "3",
         "inventory change, 10,000 endpoints: Engine::set_inventory (re-rank + rebuild)",
@@ -525,10 +566,19 @@ impl BenchHost {
         let _h = host_side();
         let mut props = HashMap::new();
         for (k, v) in client_labels() {
-            props.insert(key(&["xds", "node", "metadata", "LABELS", &k]), v.clone().into_bytes());
+            props.insert(
+                key(&["xds", "node", "metadata", "LABELS", &k]),
+                v.clone().into_bytes(),
+            );
         }
-        props.insert(key(&["xds", "node", "locality", "region"]), b"us-east-1".to_vec());
-        props.insert(key(&["xds", "node", "locality", "zone"]), b"us-east-1a".to_vec());
+        props.insert(
+            key(&["xds", "node", "locality", "region"]),
+            b"us-east-1".to_vec(),
+        );
+        props.insert(
+            key(&["xds", "node", "locality", "zone"]),
+            b"us-east-1a".to_vec(),
+        );
         props.insert(key(&["xds", "cluster_name"]), b"svc".to_vec());
         BenchHost {
             props,
@@ -549,10 +599,19 @@ impl BenchHost {
         if let Some(s) = specs.get_mut(salt % n.max(1)) {
             s.weight = Some(1 + (salt % 3) as u32);
         }
-        let bytes = locality_failover::metadata::metadata_for("locality-failover", &inventory_json(&specs, revision));
+        let bytes = locality_failover::metadata::metadata_for(
+            "locality-failover",
+            &inventory_json(&specs, revision),
+        );
         self.props.insert(key(&["xds", "cluster_metadata"]), bytes);
         self.props.insert(
-            key(&["xds", "cluster_metadata", "filter_metadata", "locality-failover", "revision"]),
+            key(&[
+                "xds",
+                "cluster_metadata",
+                "filter_metadata",
+                "locality-failover",
+                "revision",
+            ]),
             revision.as_bytes().to_vec(),
         );
     }
@@ -560,12 +619,18 @@ impl BenchHost {
     /// The properties `on_log` reads, as Envoy sets them for an answer.
     fn answer(&mut self, code: i64, upstream: Option<&str>) {
         let _h = host_side();
-        self.props.insert(key(&["response", "code"]), code.to_le_bytes().to_vec());
-        self.props.insert(key(&["response", "flags"]), 0u64.to_le_bytes().to_vec());
+        self.props
+            .insert(key(&["response", "code"]), code.to_le_bytes().to_vec());
+        self.props
+            .insert(key(&["response", "flags"]), 0u64.to_le_bytes().to_vec());
         if let Some(u) = upstream {
-            self.props.insert(key(&["upstream", "address"]), u.as_bytes().to_vec());
+            self.props
+                .insert(key(&["upstream", "address"]), u.as_bytes().to_vec());
         }
-        self.props.insert(key(&["upstream", "request_attempt_count"]), 1u64.to_le_bytes().to_vec());
+        self.props.insert(
+            key(&["upstream", "request_attempt_count"]),
+            1u64.to_le_bytes().to_vec(),
+        );
         self.now.set(self.now.get() + 100_000);
     }
 }
@@ -607,7 +672,12 @@ impl Host for BenchHost {
             None => (None, None),
         })
     }
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+    fn set_shared_data(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), HostError> {
         let _h = host_side();
         if let (Some(c), Some((_, current))) = (cas, self.shared.get(key)) {
             if c != *current {
@@ -615,7 +685,8 @@ impl Host for BenchHost {
             }
         }
         self.next_cas = self.next_cas.wrapping_add(1).max(1);
-        self.shared.insert(key.to_string(), (value.to_vec(), self.next_cas));
+        self.shared
+            .insert(key.to_string(), (value.to_vec(), self.next_cas));
         Ok(())
     }
     fn now_nanos(&self) -> u64 {
@@ -705,9 +776,21 @@ fn bench_memory(wasm: &Path) {
     match std::fs::metadata(wasm) {
         Ok(m) => {
             let size = m.len() as f64;
-            row("4", &format!(".wasm size after wasm-opt ({})", wasm.display()), &human_bytes(size), "< 400 KiB", verdict(size < 400.0 * 1024.0));
+            row(
+                "4",
+                &format!(".wasm size after wasm-opt ({})", wasm.display()),
+                &human_bytes(size),
+                "< 400 KiB",
+                verdict(size < 400.0 * 1024.0),
+            );
         }
-        Err(e) => row("4", ".wasm size after wasm-opt", &format!("{}: {e}", wasm.display()), "< 400 KiB", "MISS"),
+        Err(e) => row(
+            "4",
+            ".wasm size after wasm-opt",
+            &format!("{}: {e}", wasm.display()),
+            "< 400 KiB",
+            "MISS",
+        ),
     }
 }
 
@@ -718,15 +801,28 @@ fn bench_calls() {
     const N: u64 = 10_000;
     let specs: Vec<EndpointSpec> = (0..4)
         .map(|i| {
-            let (region, zone) = [("us-east-1", "us-east-1a"), ("us-east-1", "us-east-1b"), ("us-west-2", "us-west-2a"), ("us-west-2", "us-west-2b")][i];
-            let network = if region == "us-east-1" { NET1 } else { "cluster2-network" };
+            let (region, zone) = [
+                ("us-east-1", "us-east-1a"),
+                ("us-east-1", "us-east-1b"),
+                ("us-west-2", "us-west-2a"),
+                ("us-west-2", "us-west-2b"),
+            ][i];
+            let network = if region == "us-east-1" {
+                NET1
+            } else {
+                "cluster2-network"
+            };
             EndpointSpec {
                 address: format!("10.0.0.{}:8080", i + 1),
                 name: Some(format!("ep-{i}")),
-                labels: [(LABEL_NETWORK, network), (LABEL_REGION, region), (LABEL_ZONE, zone)]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                labels: [
+                    (LABEL_NETWORK, network),
+                    (LABEL_REGION, region),
+                    (LABEL_ZONE, zone),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
                 weight: Some(1),
                 ..Default::default()
             }
@@ -738,12 +834,28 @@ fn bench_calls() {
         &client_labels(),
         config,
         7,
-        RouterSteering::OverrideHost { header: "x-locality-failover-hosts".into(), prefix: String::new() },
+        RouterSteering::OverrideHost {
+            header: "x-locality-failover-hosts".into(),
+            prefix: String::new(),
+        },
     );
-    let metadata = locality_failover::metadata::metadata_for("locality-failover", &inventory_json(&specs, "1"));
-    sim.set_cluster("svc", metadata, specs.iter().map(|s| s.address.clone()).collect());
+    let metadata = locality_failover::metadata::metadata_for(
+        "locality-failover",
+        &inventory_json(&specs, "1"),
+    );
+    sim.set_cluster(
+        "svc",
+        metadata,
+        specs.iter().map(|s| s.address.clone()).collect(),
+    );
     sim.set_property(
-        &["xds", "cluster_metadata", "filter_metadata", "locality-failover", "revision"],
+        &[
+            "xds",
+            "cluster_metadata",
+            "filter_metadata",
+            "locality-failover",
+            "revision",
+        ],
         Some(b"1".to_vec()),
     );
     for s in &specs {
@@ -751,7 +863,13 @@ fn bench_calls() {
     }
     sim.request_spacing = Duration::from_micros(10);
     if !sim.configure() {
-        row("5", "host calls per request", "configuration refused", "", "MISS");
+        row(
+            "5",
+            "host calls per request",
+            "configuration refused",
+            "",
+            "MISS",
+        );
         return;
     }
     // The first request loads the inventory; not the hot path.
@@ -769,7 +887,9 @@ fn bench_calls() {
     let shared_writes = after.shared_writes - before.shared_writes;
     let props = per(after.property_reads, before.property_reads);
     let headers = per(after.header_writes, before.header_writes);
-    progress(&format!("calls over {N} successes ({ok} answered 200): {after:?} - {before:?}"));
+    progress(&format!(
+        "calls over {N} successes ({ok} answered 200): {after:?} - {before:?}"
+    ));
     row(
         "5",
         &format!("host calls per successful request (sim CallCounts, {N} requests, steady state)"),
@@ -795,7 +915,13 @@ fn bench_calls() {
     let before = lock(&sim.shared).calls;
     let _ = sim.request(&[]);
     let reset_writes = lock(&sim.shared).calls.shared_writes - before.shared_writes;
-    row("5", "shared-data writes on a success that resets a failure streak", &format!("{reset_writes}"), "1 (state changes)", verdict(reset_writes == 1));
+    row(
+        "5",
+        "shared-data writes on a success that resets a failure streak",
+        &format!("{reset_writes}"),
+        "1 (state changes)",
+        verdict(reset_writes == 1),
+    );
 
     // Heap allocations the filter's own code makes per request (buffers the
     // host hands over included, as Envoy allocates them in the VM).
@@ -827,7 +953,8 @@ fn bench_calls() {
 // ---------------------------------------------------------------------------
 // The upstream server (`serve`): one thread per connection, a fixed 200.
 
-const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
 
 fn serve(n: usize) -> ExitCode {
     let mut listeners = Vec::new();
@@ -948,8 +1075,20 @@ fn guide_endpoints(addrs: &[SocketAddr]) -> Vec<EnvoyEndpoint> {
     let layout = [
         ("in-ambient-abc12", NET1, "us-east-1", "us-east-1a", 0),
         ("in-ambient-def34", NET1, "us-east-1", "us-east-1b", 1),
-        ("in-ambient-xyz98", "cluster2-network", "us-west-2", "us-west-2a", 2),
-        ("in-ambient-uvw56", "cluster2-network", "us-west-2", "us-west-2b", 2),
+        (
+            "in-ambient-xyz98",
+            "cluster2-network",
+            "us-west-2",
+            "us-west-2a",
+            2,
+        ),
+        (
+            "in-ambient-uvw56",
+            "cluster2-network",
+            "us-west-2",
+            "us-west-2b",
+            2,
+        ),
     ];
     layout
         .iter()
@@ -995,7 +1134,9 @@ fn strip_access_logs(v: &mut Value) {
 
 /// Puts a wasm filter before the router of the (only) listener.
 fn insert_http_filter(bootstrap: &mut Value, filter: Value) -> bool {
-    let Some(Value::Array(filters)) = bootstrap.pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters") else {
+    let Some(Value::Array(filters)) = bootstrap.pointer_mut(
+        "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+    ) else {
         return false;
     };
     filters.insert(0, filter);
@@ -1026,7 +1167,13 @@ impl Variant {
     }
 }
 
-fn generate(variant: Variant, addrs: &[SocketAddr], layout: &Layout, filter_wasm: &Path, noop_wasm: &Path) -> Result<host_harness::envoy::Generated, String> {
+fn generate(
+    variant: Variant,
+    addrs: &[SocketAddr],
+    layout: &Layout,
+    filter_wasm: &Path,
+    noop_wasm: &Path,
+) -> Result<host_harness::envoy::Generated, String> {
     let endpoints = guide_endpoints(addrs);
     let mut generated = match variant {
         Variant::Native | Variant::Noop => {
@@ -1052,7 +1199,10 @@ fn generate(variant: Variant, addrs: &[SocketAddr], layout: &Layout, filter_wasm
         Variant::Filter => {
             let mut cfg = FilterModeConfig::new(Steering::override_host(), endpoints);
             cfg.node = guide_node();
-            cfg.wasm = Some(WasmFilter::new(filter_wasm, plugin_config("ROUND_ROBIN").to_string()));
+            cfg.wasm = Some(WasmFilter::new(
+                filter_wasm,
+                plugin_config("ROUND_ROBIN").to_string(),
+            ));
             cfg.generate(layout)
         }
     };
@@ -1065,7 +1215,12 @@ fn clk_tck() -> f64 {
         .arg("CLK_TCK")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .filter(|v| *v > 0.0)
         .unwrap_or(100.0)
 }
@@ -1112,7 +1267,13 @@ fn parse_latency(s: &str) -> Option<f64> {
     num.trim().parse::<f64>().ok().map(|v| v * mult)
 }
 
-fn run_wrk(url: &str, connections: u32, threads: u32, seconds: u32, cpus: Option<&str>) -> Result<WrkResult, String> {
+fn run_wrk(
+    url: &str,
+    connections: u32,
+    threads: u32,
+    seconds: u32,
+    cpus: Option<&str>,
+) -> Result<WrkResult, String> {
     let mut cmd = Command::new("nice");
     cmd.args(["-n", NICE]);
     match cpus {
@@ -1142,7 +1303,9 @@ fn run_wrk(url: &str, connections: u32, threads: u32, seconds: u32, cpus: Option
             ["99%", v] => r.p99_us = parse_latency(v).unwrap_or(f64::NAN),
             [n, "requests", "in", secs, ..] => {
                 r.requests = n.parse().unwrap_or(0);
-                r.seconds = parse_latency(secs.trim_end_matches(',')).map(|us| us / 1e6).unwrap_or(0.0);
+                r.seconds = parse_latency(secs.trim_end_matches(','))
+                    .map(|us| us / 1e6)
+                    .unwrap_or(0.0);
             }
             ["Non-2xx", "or", "3xx", "responses:", n] => r.errors += n.parse::<u64>().unwrap_or(0),
             ["Socket", "errors:", rest @ ..] => {
@@ -1156,7 +1319,10 @@ fn run_wrk(url: &str, connections: u32, threads: u32, seconds: u32, cpus: Option
         }
     }
     if r.requests == 0 {
-        return Err(format!("wrk gave no result:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "wrk gave no result:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(r)
 }
@@ -1171,10 +1337,21 @@ struct Measurement {
     errors: u64,
 }
 
-fn measure(envoy: &EnvoyProcess, url: &str, c: &EnvoyParams, tck: f64) -> Result<Measurement, String> {
+fn measure(
+    envoy: &EnvoyProcess,
+    url: &str,
+    c: &EnvoyParams,
+    tck: f64,
+) -> Result<Measurement, String> {
     let pid = envoy.pid();
     let before = cpu_ticks(pid).ok_or("cannot read /proc/<envoy>/stat")?;
-    let w = run_wrk(url, c.connections, c.wrk_threads, c.seconds, c.client_cpus.as_deref())?;
+    let w = run_wrk(
+        url,
+        c.connections,
+        c.wrk_threads,
+        c.seconds,
+        c.client_cpus.as_deref(),
+    )?;
     let after = cpu_ticks(pid).ok_or("cannot read /proc/<envoy>/stat")?;
     let cpu_s = (after - before) as f64 / tck;
     Ok(Measurement {
@@ -1200,7 +1377,11 @@ fn pin(pid: u32, cpus: &str) {
         .stderr(Stdio::null())
         .status();
     let tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     if !tids.is_empty() {
         let _ = Command::new("renice")
@@ -1243,14 +1424,24 @@ fn run_rounds(
             log_level: "error".into(),
             ..EnvoyOptions::default()
         };
-        let envoy = EnvoyProcess::start(&layout, &generated, &opts).map_err(|e| format!("{name}: {e}"))?;
+        let envoy =
+            EnvoyProcess::start(&layout, &generated, &opts).map_err(|e| format!("{name}: {e}"))?;
         pin(envoy.pid(), p.envoy_cpus.as_deref().unwrap_or("0-1"));
         let addr = envoy.listener().map_err(|e| e.to_string())?;
         envoys.push((name, envoy, format!("http://{addr}/")));
     }
     for (name, _, url) in &envoys {
-        progress(&format!("concurrency {}: warm-up {name} ({}s)", p.concurrency, p.warmup));
-        run_wrk(url, p.connections, p.wrk_threads, p.warmup, p.client_cpus.as_deref())?;
+        progress(&format!(
+            "concurrency {}: warm-up {name} ({}s)",
+            p.concurrency, p.warmup
+        ));
+        run_wrk(
+            url,
+            p.connections,
+            p.wrk_threads,
+            p.warmup,
+            p.client_cpus.as_deref(),
+        )?;
     }
     let mut results: BTreeMap<String, Vec<Measurement>> = BTreeMap::new();
     for round in 0..p.repeats {
@@ -1269,8 +1460,15 @@ fn run_rounds(
     Ok(results)
 }
 
-fn med(results: &BTreeMap<String, Vec<Measurement>>, name: &str, f: fn(&Measurement) -> f64) -> f64 {
-    let mut xs: Vec<f64> = results.get(name).map(|ms| ms.iter().map(f).collect()).unwrap_or_default();
+fn med(
+    results: &BTreeMap<String, Vec<Measurement>>,
+    name: &str,
+    f: fn(&Measurement) -> f64,
+) -> f64 {
+    let mut xs: Vec<f64> = results
+        .get(name)
+        .map(|ms| ms.iter().map(f).collect())
+        .unwrap_or_default();
     median(&mut xs)
 }
 
@@ -1305,25 +1503,51 @@ fn check_filter_stats(name: &str, envoy: &EnvoyProcess) -> Result<(), String> {
         return Ok(());
     }
     let stats = envoy.stats_with_prefix("wasmcustom.locality_failover");
-    let p0 = stats.get("wasmcustom.locality_failover.requests.priority_0").copied().unwrap_or(0);
-    let total: u64 = stats.iter().filter(|(k, _)| k.contains("requests.priority_")).map(|(_, v)| *v).sum();
-    let errs = stats.get("wasmcustom.locality_failover.host_errors").copied().unwrap_or(0);
-    progress(&format!("filter stats: {total} steered, {p0} to P0, {errs} host errors"));
+    let p0 = stats
+        .get("wasmcustom.locality_failover.requests.priority_0")
+        .copied()
+        .unwrap_or(0);
+    let total: u64 = stats
+        .iter()
+        .filter(|(k, _)| k.contains("requests.priority_"))
+        .map(|(_, v)| *v)
+        .sum();
+    let errs = stats
+        .get("wasmcustom.locality_failover.host_errors")
+        .copied()
+        .unwrap_or(0);
+    progress(&format!(
+        "filter stats: {total} steered, {p0} to P0, {errs} host errors"
+    ));
     if total == 0 || p0 != total || errs != 0 {
         return Err(format!("the filter did not steer as expected: {stats:?}"));
     }
     Ok(())
 }
 
-fn bench_envoy(filter_wasm: &Path, noop_wasm: &Path, seconds: u32, repeats: usize, only: Option<u32>, compare: &[PathBuf], floor: Option<&Path>) -> Result<(), String> {
+fn bench_envoy(
+    filter_wasm: &Path,
+    noop_wasm: &Path,
+    seconds: u32,
+    repeats: usize,
+    only: Option<u32>,
+    compare: &[PathBuf],
+    floor: Option<&Path>,
+) -> Result<(), String> {
     let work = host_harness::envoy::TempDir::new("bench").map_err(|e| e.to_string())?;
     let tck = clk_tck();
-    for p in envoy_phases(seconds, repeats).iter().filter(|p| only.is_none_or(|c| c == p.concurrency)) {
+    for p in envoy_phases(seconds, repeats)
+        .iter()
+        .filter(|p| only.is_none_or(|c| c == p.concurrency))
+    {
         let upstream = UpstreamProcess::start(4, p.client_cpus.as_deref())?;
         let variants = [Variant::Native, Variant::Noop, Variant::Filter];
         let mut configs = Vec::new();
         for v in variants {
-            let layout = Layout::new(work.path().join(format!("c{}-{}", p.concurrency, v.short())));
+            let layout = Layout::new(
+                work.path()
+                    .join(format!("c{}-{}", p.concurrency, v.short())),
+            );
             let generated = generate(v, &upstream.addrs, &layout, filter_wasm, noop_wasm)?;
             configs.push((v.short().to_string(), generated, layout));
         }
@@ -1338,13 +1562,25 @@ fn bench_envoy(filter_wasm: &Path, noop_wasm: &Path, seconds: u32, repeats: usiz
         // override-host header (P0, P1, P2) on (c)'s cluster, nothing else.
         if let Some(probe) = floor {
             let layout = Layout::new(work.path().join(format!("c{}-floor", p.concurrency)));
-            let mut cfg = FilterModeConfig::new(Steering::override_host(), guide_endpoints(&upstream.addrs));
+            let mut cfg =
+                FilterModeConfig::new(Steering::override_host(), guide_endpoints(&upstream.addrs));
             cfg.node = guide_node();
-            let value: Vec<String> = upstream.addrs.iter().take(3).map(|a| a.to_string()).collect();
+            let value: Vec<String> = upstream
+                .addrs
+                .iter()
+                .take(3)
+                .map(|a| a.to_string())
+                .collect();
             cfg.wasm = Some(WasmFilter {
                 root_id: "probe".into(),
                 vm_id: "probe".into(),
-                ..WasmFilter::new(probe, format!("op=header_set n=1 phase=request arg=x-locality-failover-hosts val={}", value.join(",")))
+                ..WasmFilter::new(
+                    probe,
+                    format!(
+                        "op=header_set n=1 phase=request arg=x-locality-failover-hosts val={}",
+                        value.join(",")
+                    ),
+                )
             });
             let mut generated = cfg.generate(&layout);
             strip_access_logs(&mut generated.bootstrap);
@@ -1361,7 +1597,9 @@ fn bench_envoy(filter_wasm: &Path, noop_wasm: &Path, seconds: u32, repeats: usiz
                 let mut generated = cfg.generate(&layout);
                 strip_access_logs(&mut generated.bootstrap);
                 if name == "floor-rr" {
-                    if let Some(Value::Object(c)) = generated.clusters.as_mut().and_then(|c| c.first_mut()) {
+                    if let Some(Value::Object(c)) =
+                        generated.clusters.as_mut().and_then(|c| c.first_mut())
+                    {
                         c.remove("load_balancing_policy");
                         c.insert("lb_policy".into(), json!("ROUND_ROBIN"));
                     }
@@ -1371,7 +1609,10 @@ fn bench_envoy(filter_wasm: &Path, noop_wasm: &Path, seconds: u32, repeats: usiz
         }
         let results = run_rounds(p, work.path(), configs, tck, &check_filter_stats)?;
         let pin_note = match &p.envoy_cpus {
-            Some(c) => format!("Envoy on CPU {c}, wrk+upstream on CPU {}", p.client_cpus.as_deref().unwrap_or("?")),
+            Some(c) => format!(
+                "Envoy on CPU {c}, wrk+upstream on CPU {}",
+                p.client_cpus.as_deref().unwrap_or("?")
+            ),
             None => "unpinned".into(),
         };
         for v in variants {
@@ -1399,11 +1640,38 @@ fn bench_envoy(filter_wasm: &Path, noop_wasm: &Path, seconds: u32, repeats: usiz
         let cb = cpu("c") / cpu("b");
         let ca = cpu("c") / cpu("a");
         let p99 = med(&results, "c", |m| m.p99_us) / med(&results, "a", |m| m.p99_us);
-        let conf = format!("--concurrency {}, wrk -t{} -c{} -d{}s x{}, {pin_note}", p.concurrency, p.wrk_threads, p.connections, p.seconds, p.repeats);
-        row("1", &format!("CPU/req (b)/(a): the cost of any Rust wasm filter [{conf}]"), &format!("{:.3}x", cpu("b") / cpu("a")), "", "");
-        row("1", &format!("CPU/req (c)/(b) [{conf}]"), &format!("{cb:.3}x"), "<= 1.10x", verdict(cb <= 1.10));
-        row("1", &format!("CPU/req (c)/(a) [{conf}]"), &format!("{ca:.3}x"), "<= 1.35x", verdict(ca <= 1.35));
-        row("1", &format!("p99 (c)/(a) [{conf}]"), &format!("{p99:.3}x"), "<= 1.2x", verdict(p99 <= 1.2));
+        let conf = format!(
+            "--concurrency {}, wrk -t{} -c{} -d{}s x{}, {pin_note}",
+            p.concurrency, p.wrk_threads, p.connections, p.seconds, p.repeats
+        );
+        row(
+            "1",
+            &format!("CPU/req (b)/(a): the cost of any Rust wasm filter [{conf}]"),
+            &format!("{:.3}x", cpu("b") / cpu("a")),
+            "",
+            "",
+        );
+        row(
+            "1",
+            &format!("CPU/req (c)/(b) [{conf}]"),
+            &format!("{cb:.3}x"),
+            "<= 1.10x",
+            verdict(cb <= 1.10),
+        );
+        row(
+            "1",
+            &format!("CPU/req (c)/(a) [{conf}]"),
+            &format!("{ca:.3}x"),
+            "<= 1.35x",
+            verdict(ca <= 1.35),
+        );
+        row(
+            "1",
+            &format!("p99 (c)/(a) [{conf}]"),
+            &format!("{p99:.3}x"),
+            "<= 1.2x",
+            verdict(p99 <= 1.2),
+        );
         if floor.is_some() {
             let f = cpu("floor");
             row(
@@ -1413,9 +1681,21 @@ fn bench_envoy(filter_wasm: &Path, noop_wasm: &Path, seconds: u32, repeats: usiz
                 "",
                 "",
             );
-            for (name, what) in [("floor-fallback", "same cluster, no header (override-host policy, round-robin fallback)"), ("floor-rr", "same cluster as plain ROUND_ROBIN, no header")] {
+            for (name, what) in [
+                (
+                    "floor-fallback",
+                    "same cluster, no header (override-host policy, round-robin fallback)",
+                ),
+                ("floor-rr", "same cluster as plain ROUND_ROBIN, no header"),
+            ] {
                 let f = cpu(name);
-                row("1", &format!("--concurrency {}: {what}", p.concurrency), &format!("{f:.2} µs CPU/req = {:.3}x (b)", f / cpu("b")), "", "");
+                row(
+                    "1",
+                    &format!("--concurrency {}: {what}", p.concurrency),
+                    &format!("{f:.2} µs CPU/req = {:.3}x (b)", f / cpu("b")),
+                    "",
+                    "",
+                );
             }
         }
         for (k, other) in compare.iter().enumerate() {
@@ -1443,14 +1723,22 @@ fn bench_envoy(filter_wasm: &Path, noop_wasm: &Path, seconds: u32, repeats: usiz
 
 /// Prices single host calls: the probe filter repeats one call `n` times
 /// per request; (CPU/request - baseline) / n is that call's cost in Envoy.
-fn bench_envoy_probe(probe_wasm: &Path, seconds: u32, repeats: usize, n: u32) -> Result<(), String> {
+fn bench_envoy_probe(
+    probe_wasm: &Path,
+    seconds: u32,
+    repeats: usize,
+    n: u32,
+) -> Result<(), String> {
     let work = host_harness::envoy::TempDir::new("probe").map_err(|e| e.to_string())?;
     let tck = clk_tck();
     let p = EnvoyParams {
         seconds,
         repeats,
         warmup: 1,
-        ..envoy_phases(seconds, repeats).into_iter().next().ok_or("no phase")?
+        ..envoy_phases(seconds, repeats)
+            .into_iter()
+            .next()
+            .ok_or("no phase")?
     };
     let upstream = UpstreamProcess::start(4, p.client_cpus.as_deref())?;
     let probes: Vec<(&str, String)> = vec![
@@ -1469,7 +1757,13 @@ fn bench_envoy_probe(probe_wasm: &Path, seconds: u32, repeats: usize, n: u32) ->
     let mut configs = Vec::new();
     for (i, (_, cfg)) in probes.iter().enumerate() {
         let layout = Layout::new(work.path().join(format!("probe-{i}")));
-        let mut generated = generate(Variant::Native, &upstream.addrs, &layout, probe_wasm, probe_wasm)?;
+        let mut generated = generate(
+            Variant::Native,
+            &upstream.addrs,
+            &layout,
+            probe_wasm,
+            probe_wasm,
+        )?;
         let probe = WasmFilter {
             root_id: "probe".into(),
             vm_id: "probe".into(),
@@ -1482,11 +1776,23 @@ fn bench_envoy_probe(probe_wasm: &Path, seconds: u32, repeats: usize, n: u32) ->
     }
     let results = run_rounds(&p, work.path(), configs, tck, &|_, _| Ok(()))?;
     let base = med(&results, "p0", |m| m.cpu_us_per_req);
-    row("1p", "probe baseline: no-op filter on the native cluster", &format!("{base:.2} µs CPU/req"), "", "");
+    row(
+        "1p",
+        "probe baseline: no-op filter on the native cluster",
+        &format!("{base:.2} µs CPU/req"),
+        "",
+        "",
+    );
     for (i, (what, _)) in probes.iter().enumerate().skip(1) {
         let c = med(&results, &format!("p{i}"), |m| m.cpu_us_per_req);
         let per = (c - base) / f64::from(n) * 1000.0;
-        row("1p", &format!("Envoy CPU per host call: {what}"), &format!("{per:.0} ns ({c:.2} µs/req with {n} calls)"), "", "");
+        row(
+            "1p",
+            &format!("Envoy CPU per host call: {what}"),
+            &format!("{per:.0} ns ({c:.2} µs/req with {n} calls)"),
+            "",
+            "",
+        );
     }
     Ok(())
 }
@@ -1513,7 +1819,12 @@ fn wasm_memories(pid: u32) -> Vec<(u64, u64)> {
         let first = parts.next().unwrap_or("");
         if let Some((a, b)) = first.split_once('-') {
             if let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
-                maps.push(Map { start, end, perms: parts.next().unwrap_or("").to_string(), rss_kib: 0 });
+                maps.push(Map {
+                    start,
+                    end,
+                    perms: parts.next().unwrap_or("").to_string(),
+                    rss_kib: 0,
+                });
                 continue;
             }
         }
@@ -1526,7 +1837,11 @@ fn wasm_memories(pid: u32) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     for pair in maps.windows(2) {
         let (rw, guard) = (&pair[0], &pair[1]);
-        if rw.perms.starts_with("rw") && guard.perms.starts_with("---") && rw.end == guard.start && (guard.end - rw.start) >= 4 << 30 {
+        if rw.perms.starts_with("rw")
+            && guard.perms.starts_with("---")
+            && rw.end == guard.start
+            && (guard.end - rw.start) >= 4 << 30
+        {
             out.push((rw.end - rw.start, rw.rss_kib * 1024));
         }
     }
@@ -1550,7 +1865,10 @@ fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), String> {
             let mut cfg = FilterModeConfig::new(Steering::override_host(), endpoints);
             cfg.node = guide_node();
             if with_filter {
-                cfg.wasm = Some(WasmFilter::new(filter_wasm, plugin_config("ROUND_ROBIN").to_string()));
+                cfg.wasm = Some(WasmFilter::new(
+                    filter_wasm,
+                    plugin_config("ROUND_ROBIN").to_string(),
+                ));
             }
             let layout = Layout::new(work.path().join(format!("m-{with_filter}-{n}")));
             let mut generated = cfg.generate(&layout);
@@ -1561,7 +1879,8 @@ fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), String> {
                 ready_timeout: Duration::from_secs(120),
                 ..EnvoyOptions::default()
             };
-            let envoy = EnvoyProcess::start(&layout, &generated, &opts).map_err(|e| e.to_string())?;
+            let envoy =
+                EnvoyProcess::start(&layout, &generated, &opts).map_err(|e| e.to_string())?;
             let addr = envoy.listener().map_err(|e| e.to_string())?;
             // A few requests (connect failures: nobody listens): the first
             // makes the filter load the inventory.
@@ -1569,7 +1888,9 @@ fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), String> {
                 let _ = host_harness::envoy::http_get(addr, "/", &[], Duration::from_secs(20));
             }
             std::thread::sleep(Duration::from_millis(1500));
-            let loaded = envoy.stat("wasmcustom.locality_failover.inventory_updates").unwrap_or(0);
+            let loaded = envoy
+                .stat("wasmcustom.locality_failover.inventory_updates")
+                .unwrap_or(0);
             let r = rss_kib(envoy.pid()).unwrap_or(0) * 1024;
             rss.insert((with_filter, n), r);
             let mems = wasm_memories(envoy.pid());
@@ -1588,12 +1909,16 @@ fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), String> {
                 if let Some(e) = cfg.endpoints.get_mut(1) {
                     e.weight = 2;
                 }
-                envoy.apply_clusters(&cfg.clusters(), Duration::from_secs(60)).map_err(|e| e.to_string())?;
+                envoy
+                    .apply_clusters(&cfg.clusters(), Duration::from_secs(60))
+                    .map_err(|e| e.to_string())?;
                 for _ in 0..5 {
                     let _ = host_harness::envoy::http_get(addr, "/", &[], Duration::from_secs(20));
                 }
                 std::thread::sleep(Duration::from_millis(1500));
-                let updates = envoy.stat("wasmcustom.locality_failover.inventory_updates").unwrap_or(0);
+                let updates = envoy
+                    .stat("wasmcustom.locality_failover.inventory_updates")
+                    .unwrap_or(0);
                 let after = wasm_memories(envoy.pid());
                 progress(&format!(
                     "envoy memory: after an inventory update ({updates} updates): wasm memories {:?}",
@@ -1620,7 +1945,10 @@ fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), String> {
         "< 8 MiB",
         verdict(largest > 0 && largest < 8 << 20),
     );
-    let d = |f| rss.get(&(f, 10_000)).copied().unwrap_or(0) as f64 - rss.get(&(f, 10)).copied().unwrap_or(0) as f64;
+    let d = |f| {
+        rss.get(&(f, 10_000)).copied().unwrap_or(0) as f64
+            - rss.get(&(f, 10)).copied().unwrap_or(0) as f64
+    };
     row(
         "4",
         "Envoy 1.40 RSS 10,000 minus 10 endpoints: with the filter / without (Envoy's own hosts + metadata)",
@@ -1634,15 +1962,26 @@ fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), String> {
 // ---------------------------------------------------------------------------
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let wasm = PathBuf::from(arg_value(&args, "--wasm").unwrap_or_else(|| "build/locality_failover.wasm".into()));
-    let noop = PathBuf::from(arg_value(&args, "--noop-wasm").unwrap_or_else(|| "build/noop_filter.wasm".into()));
-    let seconds: u32 = arg_value(&args, "--seconds").and_then(|s| s.parse().ok()).unwrap_or(6);
-    let repeats: usize = arg_value(&args, "--repeats").and_then(|s| s.parse().ok()).unwrap_or(3);
+    let wasm = PathBuf::from(
+        arg_value(&args, "--wasm").unwrap_or_else(|| "build/locality_failover.wasm".into()),
+    );
+    let noop = PathBuf::from(
+        arg_value(&args, "--noop-wasm").unwrap_or_else(|| "build/noop_filter.wasm".into()),
+    );
+    let seconds: u32 = arg_value(&args, "--seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let repeats: usize = arg_value(&args, "--repeats")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     match args.first().map(String::as_str) {
         Some("engine") => bench_engine(),
         Some("failure") => bench_failure(),
@@ -1651,18 +1990,42 @@ fn main() -> ExitCode {
         Some("envoy") => {
             let only = arg_value(&args, "--concurrency").and_then(|c| c.parse().ok());
             let compare: Vec<PathBuf> = arg_value(&args, "--compare")
-                .map(|c| c.split(',').filter(|p| !p.is_empty()).map(PathBuf::from).collect())
+                .map(|c| {
+                    c.split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(PathBuf::from)
+                        .collect()
+                })
                 .unwrap_or_default();
             let floor = arg_value(&args, "--floor").map(PathBuf::from);
-            if let Err(e) = bench_envoy(&wasm, &noop, seconds, repeats, only, &compare, floor.as_deref()) {
+            if let Err(e) = bench_envoy(
+                &wasm,
+                &noop,
+                seconds,
+                repeats,
+                only,
+                &compare,
+                floor.as_deref(),
+            ) {
                 eprintln!("bench: envoy: {e}");
-                row("1", "Envoy benchmark", &format!("failed: {}", e.lines().next().unwrap_or("")), "", "MISS");
+                row(
+                    "1",
+                    "Envoy benchmark",
+                    &format!("failed: {}", e.lines().next().unwrap_or("")),
+                    "",
+                    "MISS",
+                );
                 return ExitCode::from(1);
             }
         }
         Some("envoy-probe") => {
-            let probe = PathBuf::from(arg_value(&args, "--probe-wasm").unwrap_or_else(|| "build/probe_filter.wasm".into()));
-            let n = arg_value(&args, "--calls").and_then(|s| s.parse().ok()).unwrap_or(20);
+            let probe = PathBuf::from(
+                arg_value(&args, "--probe-wasm")
+                    .unwrap_or_else(|| "build/probe_filter.wasm".into()),
+            );
+            let n = arg_value(&args, "--calls")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(20);
             if let Err(e) = bench_envoy_probe(&probe, seconds, repeats, n) {
                 eprintln!("bench: envoy-probe: {e}");
                 return ExitCode::from(1);
@@ -1671,7 +2034,13 @@ fn main() -> ExitCode {
         Some("envoy-memory") => {
             if let Err(e) = bench_envoy_memory(&wasm) {
                 eprintln!("bench: envoy-memory: {e}");
-                row("4", "Envoy memory benchmark", &format!("failed: {}", e.lines().next().unwrap_or("")), "", "MISS");
+                row(
+                    "4",
+                    "Envoy memory benchmark",
+                    &format!("failed: {}", e.lines().next().unwrap_or("")),
+                    "",
+                    "MISS",
+                );
                 return ExitCode::from(1);
             }
         }

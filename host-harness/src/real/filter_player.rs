@@ -7,12 +7,15 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use locality_failover::config::{InventorySource, Settings, SteeringMode, DEFAULT_METADATA_NAMESPACE};
+use locality_failover::config::{
+    InventorySource, Settings, SteeringMode, DEFAULT_METADATA_NAMESPACE,
+};
 use serde_json::Value;
 
 use crate::envoy::config::METADATA_NAMESPACE;
 use crate::envoy::{
-    Endpoint, FilterModeConfig, Frontend, Layout, Node, RetryPolicy, Steering, Upstreams, WasmFilter,
+    Endpoint, FilterModeConfig, Frontend, Layout, Node, RetryPolicy, Steering, Upstreams,
+    WasmFilter,
 };
 use crate::modes::RunOptions;
 use crate::runner::Player;
@@ -58,7 +61,9 @@ pub fn wasm_path(options: &RunOptions) -> Result<PathBuf, String> {
     if here.is_file() {
         return Ok(here);
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_WASM);
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_WASM);
     if workspace.is_file() {
         return Ok(workspace);
     }
@@ -70,7 +75,11 @@ pub fn wasm_path(options: &RunOptions) -> Result<PathBuf, String> {
 /// Replaces each inline inventory endpoint's scenario address (an
 /// `inventory.endpoints` list in the plugin configuration) with the address
 /// of its loopback upstream, matched by name, else by scenario address.
-fn rewrite_inline_inventory(config: &mut Value, scenario: &Scenario, upstreams: &Upstreams) -> Result<(), String> {
+fn rewrite_inline_inventory(
+    config: &mut Value,
+    scenario: &Scenario,
+    upstreams: &Upstreams,
+) -> Result<(), String> {
     let Some(list) = config
         .pointer_mut("/inventory/endpoints")
         .and_then(Value::as_array_mut)
@@ -78,7 +87,10 @@ fn rewrite_inline_inventory(config: &mut Value, scenario: &Scenario, upstreams: 
         return Ok(());
     };
     for e in list.iter_mut() {
-        let by_name = e.get("name").and_then(Value::as_str).and_then(|n| scenario.endpoint(n));
+        let by_name = e
+            .get("name")
+            .and_then(Value::as_str)
+            .and_then(|n| scenario.endpoint(n));
         let by_addr = e
             .get("address")
             .and_then(Value::as_str)
@@ -95,9 +107,15 @@ fn rewrite_inline_inventory(config: &mut Value, scenario: &Scenario, upstreams: 
 impl FilterPlayer {
     /// `plugin_config` is the scenario's plugin configuration with its
     /// durations already scaled.
-    pub fn start(scenario: &Scenario, options: &RunOptions, mut plugin_config: Value, scale: f64) -> Result<FilterPlayer, String> {
+    pub fn start(
+        scenario: &Scenario,
+        options: &RunOptions,
+        mut plugin_config: Value,
+        scale: f64,
+    ) -> Result<FilterPlayer, String> {
         let wasm = wasm_path(options)?;
-        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes()).map_err(|e| e.to_string())?;
+        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
         if !settings.steering.address_prefix.is_empty() {
             return Err(format!(
                 "steering.addressPrefix {:?}: the envoy mode's clusters take plain ip:port",
@@ -178,7 +196,8 @@ impl FilterPlayer {
         let mut endpoints = Vec::new();
         for e in &self.scenario.endpoints {
             if self.present.contains(&e.name) {
-                let mut ep = Endpoint::new(e.name.clone(), self.rig.addr(&e.name)?).with_weight(e.weight);
+                let mut ep =
+                    Endpoint::new(e.name.clone(), self.rig.addr(&e.name)?).with_weight(e.weight);
                 ep.labels = e.labels.clone();
                 endpoints.push(ep);
             }
@@ -248,7 +267,9 @@ pub fn filter_events(text: &str, cluster: &str) -> Vec<FilterEvent> {
     let is_addr = |s: &str| s.parse::<std::net::SocketAddr>().is_ok();
     let mut out = Vec::new();
     for line in text.lines() {
-        let Some(pos) = line.find(&needle) else { continue };
+        let Some(pos) = line.find(&needle) else {
+            continue;
+        };
         let rest = line[pos + needle.len()..].trim();
         if let Some(addr) = rest.strip_suffix(" returns from ejection") {
             if is_addr(addr) {
@@ -259,10 +280,14 @@ pub fn filter_events(text: &str, cluster: &str) -> Vec<FilterEvent> {
         let mut words = rest.split_whitespace();
         match (words.next(), words.next()) {
             (Some("ejected"), Some(a)) if is_addr(a.trim_end_matches([',', ':', ';'])) => {
-                out.push(FilterEvent::Ejected(Some(a.trim_end_matches([',', ':', ';']).to_string())));
+                out.push(FilterEvent::Ejected(Some(
+                    a.trim_end_matches([',', ':', ';']).to_string(),
+                )));
             }
             (Some("ejected"), _) => out.push(FilterEvent::Ejected(None)),
-            (Some(a), Some("ejected")) if is_addr(a) => out.push(FilterEvent::Ejected(Some(a.to_string()))),
+            (Some(a), Some("ejected")) if is_addr(a) => {
+                out.push(FilterEvent::Ejected(Some(a.to_string())))
+            }
             _ => {}
         }
     }
@@ -313,7 +338,10 @@ impl Player for FilterPlayer {
         }
         let outcomes = self.rig.collect()?;
         self.resolve(&outcomes);
-        Ok((outcomes.into_iter().flat_map(|o| o.attempts).collect(), error))
+        Ok((
+            outcomes.into_iter().flat_map(|o| o.attempts).collect(),
+            error,
+        ))
     }
 
     fn ejected(&mut self) -> Vec<String> {

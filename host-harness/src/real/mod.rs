@@ -60,7 +60,10 @@ fn duration_text(d: Duration) -> String {
 
 /// The scenario's plugin configuration with its outlier detection
 /// durations scaled; and a description of what was scaled.
-pub fn scaled_plugin_config(scenario: &Scenario, scale: f64) -> Result<(Value, Vec<String>), String> {
+pub fn scaled_plugin_config(
+    scenario: &Scenario,
+    scale: f64,
+) -> Result<(Value, Vec<String>), String> {
     let mut config = scenario.plugin_config();
     let mut notes = Vec::new();
     if let Some(od) = config
@@ -72,7 +75,9 @@ pub fn scaled_plugin_config(scenario: &Scenario, scale: f64) -> Result<(Value, V
                 Some(Value::String(s)) => parse_duration(s)
                     .map_err(|e| format!("trafficPolicy.outlierDetection.{field} {s:?}: {e}"))?,
                 Some(other) => {
-                    return Err(format!("trafficPolicy.outlierDetection.{field}: {other} is not a duration"))
+                    return Err(format!(
+                        "trafficPolicy.outlierDetection.{field}: {other} is not a duration"
+                    ))
                 }
                 None => default,
             };
@@ -88,7 +93,10 @@ pub fn scaled_plugin_config(scenario: &Scenario, scale: f64) -> Result<(Value, V
     Ok((config, notes))
 }
 
-pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
+pub fn play(
+    scenario: &Scenario,
+    options: &RunOptions,
+) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
     let scale = options.time_scale.unwrap_or(DEFAULT_TIME_SCALE);
     let mode = match options.mode {
         Mode::Envoy => "envoy",
@@ -148,7 +156,8 @@ mod tests {
         assert_eq!(od["baseEjectionTime"], "3600ms");
         assert_eq!(od["consecutive5xxErrors"], 5);
         assert_eq!(notes.len(), 2);
-        let settings = locality_failover::config::Settings::from_bytes(c.to_string().as_bytes()).unwrap();
+        let settings =
+            locality_failover::config::Settings::from_bytes(c.to_string().as_bytes()).unwrap();
         let o = settings.policy.outlier.unwrap();
         assert_eq!(o.interval, Duration::from_millis(200));
         assert_eq!(o.base_ejection_time, Duration::from_millis(3600));

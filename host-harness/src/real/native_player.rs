@@ -64,8 +64,13 @@ fn lb_policy(lb: IstioLb) -> LbPolicy {
 impl NativePlayer {
     /// `plugin_config` is the scenario's plugin configuration with its
     /// durations already scaled.
-    pub fn start(scenario: &Scenario, plugin_config: &serde_json::Value, scale: f64) -> Result<NativePlayer, String> {
-        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    pub fn start(
+        scenario: &Scenario,
+        plugin_config: &serde_json::Value,
+        scale: f64,
+    ) -> Result<NativePlayer, String> {
+        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
         let mut labels = scenario.client_labels.clone();
         for (k, v) in &settings.locality_override {
             labels.insert(k.clone(), v.clone());
@@ -91,7 +96,10 @@ impl NativePlayer {
             ..Frontend::default()
         };
         let present: BTreeSet<String> = scenario.endpoints.iter().map(|e| e.name.clone()).collect();
-        let (endpoints, weighted) = ranked_endpoints(scenario, &settings, &labels, &present, |n| upstreams.addr(n))?;
+        let (endpoints, weighted) =
+            ranked_endpoints(scenario, &settings, &labels, &present, |n| {
+                upstreams.addr(n)
+            })?;
         cfg.endpoints = endpoints;
         cfg.locality_weighted = weighted.unwrap_or(false);
         let generated = cfg.generate(&Layout::new(dir.path()));
@@ -112,7 +120,13 @@ impl NativePlayer {
     /// istiod would for this proxy; waits until applied.
     fn publish(&mut self) -> Result<(), String> {
         let rig = &self.rig;
-        let (endpoints, weighted) = ranked_endpoints(&self.scenario, &self.settings, &self.labels, &self.present, |n| rig.upstreams.addr(n))?;
+        let (endpoints, weighted) = ranked_endpoints(
+            &self.scenario,
+            &self.settings,
+            &self.labels,
+            &self.present,
+            |n| rig.upstreams.addr(n),
+        )?;
         if weighted.is_some_and(|w| w != self.cfg.locality_weighted) {
             // Cannot happen: the rule decides it, not the endpoints.
             return Err("locality weighting changed with the endpoints".into());
@@ -156,8 +170,11 @@ pub fn ranked_endpoints(
     let ranking = rank(&settings.policy.ranking, labels, &inventory);
     let mut out = Vec::new();
     for (i, e) in inventory.endpoints().iter().enumerate() {
-        let Some(Some(priority)) = ranking.priority.get(i) else { continue };
-        let address = addr(&e.name).ok_or_else(|| format!("no upstream for endpoint {}", e.name))?;
+        let Some(Some(priority)) = ranking.priority.get(i) else {
+            continue;
+        };
+        let address =
+            addr(&e.name).ok_or_else(|| format!("no upstream for endpoint {}", e.name))?;
         let mut ep = Endpoint::new(e.name.clone(), address)
             .with_priority(*priority)
             .with_weight(ranking.weight.get(i).copied().unwrap_or(e.weight));
@@ -210,7 +227,10 @@ impl Player for NativePlayer {
             return Ok((Vec::new(), error));
         }
         let outcomes = self.rig.collect()?;
-        Ok((outcomes.into_iter().flat_map(|o| o.attempts).collect(), error))
+        Ok((
+            outcomes.into_iter().flat_map(|o| o.attempts).collect(),
+            error,
+        ))
     }
 
     fn ejected(&mut self) -> Vec<String> {
@@ -221,7 +241,11 @@ impl Player for NativePlayer {
                 .envoy
                 .stats_with_prefix(&prefix)
                 .into_iter()
-                .filter(|(k, _)| k.contains("membership_") || k.contains("ejections_active") || k.contains("lb_healthy_panic"))
+                .filter(|(k, _)| {
+                    k.contains("membership_")
+                        || k.contains("ejections_active")
+                        || k.contains("lb_healthy_panic")
+                })
                 .map(|(k, v)| format!("{}={v}", k.trim_start_matches(&prefix)))
                 .collect();
             eprintln!("native: {stats:?}");

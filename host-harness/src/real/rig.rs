@@ -105,7 +105,8 @@ impl Rig {
             die_with_parent: true,
             ..EnvoyOptions::default()
         };
-        let envoy = EnvoyProcess::start(&layout, generated, &opts).map_err(|e| format!("envoy: {e}"))?;
+        let envoy =
+            EnvoyProcess::start(&layout, generated, &opts).map_err(|e| format!("envoy: {e}"))?;
         let listener = envoy.listener().map_err(|e| format!("envoy: {e}"))?;
         let names = upstreams.address_map();
         Ok(Rig {
@@ -357,9 +358,17 @@ impl Rig {
         let ids: Vec<&str> = self.sent.iter().map(|(id, _)| id.as_str()).collect();
         let timeout = LOG_TIMEOUT + Duration::from_millis(10) * ids.len() as u32;
         let started = Instant::now();
-        let counts = self.envoy.access_log().wait_for_ids(self.mark, &ids, timeout);
+        let counts = self
+            .envoy
+            .access_log()
+            .wait_for_ids(self.mark, &ids, timeout);
         if debug() {
-            eprintln!("{}: step {}: access log read in {:?}", self.mode, self.step, started.elapsed());
+            eprintln!(
+                "{}: step {}: access log read in {:?}",
+                self.mode,
+                self.step,
+                started.elapsed()
+            );
         }
         if !counts.complete {
             eprintln!(
@@ -373,10 +382,15 @@ impl Rig {
         let mut out = Vec::with_capacity(self.sent.len());
         for (id, status) in &self.sent {
             if !counts.requests.iter().any(|r| &r.request_id == id) {
-                return Err(format!("request {id}: no access log line after {timeout:?}"));
+                return Err(format!(
+                    "request {id}: no access log line after {timeout:?}"
+                ));
             }
-            let attempts: Vec<&crate::envoy::Attempt> =
-                counts.attempts.iter().filter(|a| &a.request_id == id).collect();
+            let attempts: Vec<&crate::envoy::Attempt> = counts
+                .attempts
+                .iter()
+                .filter(|a| &a.request_id == id)
+                .collect();
             let outcome = Outcome {
                 attempts: attempts
                     .iter()
@@ -394,7 +408,11 @@ impl Rig {
                 let trace: Vec<String> = attempts
                     .iter()
                     .map(|a| {
-                        let name = a.host.as_deref().map(|h| self.name_of(h)).unwrap_or_default();
+                        let name = a
+                            .host
+                            .as_deref()
+                            .map(|h| self.name_of(h))
+                            .unwrap_or_default();
                         format!("{name} {} {}", a.code, a.flags)
                     })
                     .collect();

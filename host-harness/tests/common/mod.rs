@@ -9,7 +9,16 @@ use std::process::Command;
 pub fn wasm() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "--profile", "wasm", "-p", "locality-failover", "--target", "wasm32-wasip1"])
+        .args([
+            "build",
+            "-q",
+            "--profile",
+            "wasm",
+            "-p",
+            "locality-failover",
+            "--target",
+            "wasm32-wasip1",
+        ])
         .current_dir(&root)
         .status()
         .expect("cargo build");
@@ -20,7 +29,11 @@ pub fn wasm() -> PathBuf {
 /// The guide's locality labels for a zone: `us-east-1*` is `net1`, the rest `net2`.
 pub fn labels(zone: &str) -> BTreeMap<String, String> {
     let region = &zone[..zone.len() - 1];
-    let network = if region == "us-east-1" { "net1" } else { "net2" };
+    let network = if region == "us-east-1" {
+        "net1"
+    } else {
+        "net2"
+    };
     [
         ("topology.istio.io/network", network),
         ("topology.kubernetes.io/region", region),
