@@ -38,6 +38,7 @@ unit:
 	$(CARGO) test --workspace --release
 
 clippy:
+	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p locality-failover --target $(WASM_TARGET) --profile wasm -- -D warnings
 
