@@ -353,6 +353,31 @@ impl Scenario {
         plugin_config_for(&self.config, &inline, &BTreeMap::new())
     }
 
+    /// Plays a step's `set`: `behave` gets each endpoint's new state (the
+    /// mode sets its upstream), and `removed`/`present` update `present`,
+    /// the endpoints in the inventory. Returns whether the inventory changed,
+    /// so the mode publishes it again.
+    pub fn apply_set(
+        &self,
+        present: &mut std::collections::BTreeSet<String>,
+        set: &[(String, EndpointState)],
+        mut behave: impl FnMut(&ScenarioEndpoint, EndpointState) -> Result<(), String>,
+    ) -> Result<bool, String> {
+        let mut changed = false;
+        for (name, state) in set {
+            let endpoint = self
+                .endpoint(name)
+                .ok_or_else(|| format!("unknown endpoint {name}"))?;
+            behave(endpoint, *state)?;
+            match state {
+                EndpointState::Removed => changed |= present.remove(name),
+                EndpointState::Present => changed |= present.insert(name.clone()),
+                _ => {}
+            }
+        }
+        Ok(changed)
+    }
+
     pub fn endpoint(&self, name: &str) -> Option<&ScenarioEndpoint> {
         self.endpoints.iter().find(|e| e.name == name)
     }

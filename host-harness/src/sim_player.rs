@@ -147,32 +147,19 @@ impl Player for SimPlayer {
     }
 
     fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String> {
-        let mut changed = false;
-        for (name, state) in set {
-            let address = self
-                .scenario
-                .endpoint(name)
-                .map(|e| e.address.clone())
-                .ok_or_else(|| format!("unknown endpoint {name}"))?;
-            match state {
-                EndpointState::Healthy => {
-                    self.envoy.upstreams.insert(address, Behavior::Healthy);
-                }
-                EndpointState::Refused => {
-                    self.envoy.upstreams.insert(address, Behavior::Refused);
-                }
-                EndpointState::Http(code) => {
-                    self.envoy.upstreams.insert(address, Behavior::Http(*code));
-                }
-                EndpointState::Removed => {
-                    changed |= self.present.remove(name);
-                }
-                EndpointState::Present => {
-                    self.envoy.upstreams.insert(address, Behavior::Healthy);
-                    changed |= self.present.insert(name.clone());
-                }
-            }
-        }
+        let upstreams = &mut self.envoy.upstreams;
+        let changed = self
+            .scenario
+            .apply_set(&mut self.present, set, |e, state| {
+                let behavior = match state {
+                    EndpointState::Healthy | EndpointState::Present => Behavior::Healthy,
+                    EndpointState::Refused => Behavior::Refused,
+                    EndpointState::Http(code) => Behavior::Http(code),
+                    EndpointState::Removed => return Ok(()),
+                };
+                upstreams.insert(e.address.clone(), behavior);
+                Ok(())
+            })?;
         if changed {
             self.publish();
         }

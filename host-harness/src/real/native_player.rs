@@ -197,18 +197,12 @@ impl Player for NativePlayer {
     }
 
     fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String> {
-        let mut changed = false;
-        for (name, state) in set {
-            if self.scenario.endpoint(name).is_none() {
-                return Err(format!("unknown endpoint {name}"));
-            }
-            self.rig.set_upstream(name, *state)?;
-            match state {
-                EndpointState::Removed => changed |= self.present.remove(name),
-                EndpointState::Present => changed |= self.present.insert(name.clone()),
-                _ => {}
-            }
-        }
+        let rig = &mut self.rig;
+        let changed = self
+            .scenario
+            .apply_set(&mut self.present, set, |e, state| {
+                rig.set_upstream(&e.name, state)
+            })?;
         if changed {
             self.publish()?;
         }
