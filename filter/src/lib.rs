@@ -18,6 +18,7 @@ pub mod lint;
 pub mod metadata;
 pub mod metrics;
 pub mod outlier;
+pub mod properties;
 pub mod ranking;
 pub mod rng;
 pub mod shared;

@@ -22,32 +22,74 @@ use crate::outlier::{EjectionTable, Streaks};
 /// Attempts before a contended update gives up (and the caller logs it).
 pub const CAS_ATTEMPTS: usize = 64;
 
+/// The shared-data key layout of one cluster, written once: every key the
+/// filter reads or writes is built here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterKeys {
+    /// `<prefix>/<cluster>`.
+    base: String,
+    /// `<prefix>/<cluster>/epoch`, kept built: the request path reads it.
+    epoch: String,
+}
+
+impl ClusterKeys {
+    pub fn new(prefix: &str, cluster: &str) -> Self {
+        let base = format!("{prefix}/{cluster}");
+        ClusterKeys {
+            epoch: format!("{base}/epoch"),
+            base,
+        }
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    pub fn table(&self) -> String {
+        format!("{}/table", self.base)
+    }
+
+    pub fn streak(&self, address: &str) -> String {
+        let mut key = String::new();
+        self.streak_into(&mut key, address);
+        key
+    }
+
+    /// Writes `<prefix>/<cluster>/streak/<address>` into a reused buffer.
+    pub fn streak_into(&self, buf: &mut String, address: &str) {
+        buf.clear();
+        buf.push_str(&self.base);
+        buf.push_str("/streak/");
+        buf.push_str(address);
+    }
+}
+
 pub struct SharedStore<'h> {
     host: &'h mut dyn Host,
-    base: String,
+    keys: ClusterKeys,
     /// Incremented on each CAS retry, for the metric.
     pub cas_retries: u64,
 }
 
 impl<'h> SharedStore<'h> {
-    pub fn new(host: &'h mut dyn Host, prefix: &str, cluster: &str) -> Self {
+    pub fn new(host: &'h mut dyn Host, keys: &ClusterKeys) -> Self {
         SharedStore {
             host,
-            base: format!("{prefix}/{cluster}"),
+            keys: keys.clone(),
             cas_retries: 0,
         }
     }
 
     fn streak_key(&self, address: &str) -> String {
-        format!("{}/streak/{address}", self.base)
+        self.keys.streak(address)
     }
 
     fn table_key(&self) -> String {
-        format!("{}/table", self.base)
+        self.keys.table()
     }
 
     fn epoch_key(&self) -> String {
-        format!("{}/epoch", self.base)
+        self.keys.epoch().to_string()
     }
 
     /// The table's generation as last published; the hot-path read.
@@ -150,21 +192,6 @@ impl OutlierStore for SharedStore<'_> {
         }
         Err(HostError::CasMismatch)
     }
-}
-
-/// `<prefix>/<cluster>/epoch`, computed once per cluster by the caller.
-pub fn epoch_key(prefix: &str, cluster: &str) -> String {
-    format!("{prefix}/{cluster}/epoch")
-}
-
-/// Writes `<prefix>/<cluster>/streak/<address>` into a reused buffer.
-pub fn streak_key_into(buf: &mut String, prefix: &str, cluster: &str, address: &str) {
-    buf.clear();
-    buf.push_str(prefix);
-    buf.push('/');
-    buf.push_str(cluster);
-    buf.push_str("/streak/");
-    buf.push_str(address);
 }
 
 /// The hot-path epoch read, with a precomputed key (no allocation besides

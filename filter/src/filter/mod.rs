@@ -1,0 +1,200 @@
+//! The filter's root and request logic, written against [`Host`] so the
+//! wasm build and the native harness run the same code.
+//!
+//! Per VM (one per Envoy worker) a [`FilterRoot`] is either unconfigured
+//! (no configuration accepted yet) or configured: validated settings, the
+//! proxy's own labels and one engine per upstream cluster, built once per
+//! accepted configuration. The work is split by what happens:
+//!
+//! - [`cluster`]: per-cluster state, inventory loading and the shared
+//!   ejection view;
+//! - [`request`]: `on_http_request_headers` (strip, pick, write the header);
+//! - [`log`]: `on_log` (Envoy's answer back into the outlier detector);
+//! - [`node`]: the proxy's own labels.
+
+mod cluster;
+mod log;
+mod node;
+mod request;
+
+use std::time::Duration;
+
+use crate::config::{InventorySource, OutlierConfig, Settings, LABEL_REGION};
+use crate::engine::Engine;
+use crate::host::{Host, LogLevel};
+use crate::inventory::{Inventory, Labels};
+use crate::metrics::{Metric, Metrics};
+
+use cluster::Clusters;
+pub use request::{encode_steering, RequestState};
+
+/// How often a VM re-reads the cluster metadata to notice a new inventory.
+pub const INVENTORY_CHECK: Duration = Duration::from_secs(1);
+/// Cluster key used when the inventory comes from the plugin configuration.
+pub const CONFIG_CLUSTER: &str = "config";
+
+pub struct FilterRoot {
+    state: State,
+    metrics: Metrics,
+    seed: u64,
+}
+
+enum State {
+    /// No configuration accepted yet: requests only lose client steering
+    /// headers and go to Envoy's own load balancer.
+    Unconfigured,
+    Configured(Box<Configured>),
+}
+
+/// Everything an accepted configuration builds, in one place.
+struct Configured {
+    settings: Settings,
+    own_labels: Labels,
+    clusters: Clusters,
+    /// When the plugin was configured: interval sweeps count from here.
+    configured_at: u64,
+    /// Buffers reused by every request (the request path allocates only
+    /// what the host hands over and what the request must remember).
+    scratch: request::Scratch,
+}
+
+impl FilterRoot {
+    pub fn new(seed: u64) -> Self {
+        FilterRoot {
+            state: State::Unconfigured,
+            metrics: Metrics::default(),
+            seed,
+        }
+    }
+
+    pub fn settings(&self) -> Option<&Settings> {
+        self.configured().map(|c| &c.settings)
+    }
+
+    /// The proxy's own labels (empty before a configuration is accepted).
+    pub fn own_labels(&self) -> Option<&Labels> {
+        self.configured().map(|c| &c.own_labels)
+    }
+
+    /// The engine of one cluster, for tests and the harness.
+    pub fn engine(&self, cluster: &str) -> Option<&Engine> {
+        self.configured()?.clusters.get(cluster).map(|s| &s.engine)
+    }
+
+    fn configured(&self) -> Option<&Configured> {
+        match &self.state {
+            State::Configured(c) => Some(c),
+            State::Unconfigured => None,
+        }
+    }
+
+    /// `on_configure`: validate, learn the proxy's locality, load an inline
+    /// inventory. A bad configuration is refused with one log line naming
+    /// the field; the previous configuration (if any) stays in force, and
+    /// Envoy fails the plugin or not as its `failStrategy` says.
+    pub fn on_configure(&mut self, host: &mut dyn Host) -> bool {
+        self.metrics.define(host);
+        match self.build(host) {
+            Ok(configured) => {
+                self.state = State::Configured(Box::new(configured));
+                true
+            }
+            Err(message) => {
+                host.log(LogLevel::Error, &format!("locality-failover: {message}"));
+                self.metrics.inc(host, Metric::ConfigErrors);
+                false
+            }
+        }
+    }
+
+    /// Builds the configured state from the plugin configuration; the
+    /// error is the log line's text.
+    fn build(&self, host: &mut dyn Host) -> Result<Configured, String> {
+        let bytes = host
+            .plugin_configuration()
+            .map_err(|e| format!("cannot read plugin configuration: {e}"))?
+            .unwrap_or_default();
+        let settings =
+            Settings::from_bytes(&bytes).map_err(|e| format!("configuration refused: {e}"))?;
+        for warning in crate::lint::warnings_for(&settings) {
+            host.log(LogLevel::Warn, &format!("locality-failover: {warning}"));
+        }
+        let own_labels = node::own_labels(host, &settings);
+        if !own_labels.contains_key(LABEL_REGION) {
+            host.log(
+                LogLevel::Warn,
+                "locality-failover: the proxy's locality is unknown (no node locality, no `locality` in config): ranking treats its region/zone as empty",
+            );
+        }
+        let mut configured = Configured {
+            clusters: Clusters::default(),
+            configured_at: host.now_nanos(),
+            scratch: request::Scratch::default(),
+            own_labels,
+            settings,
+        };
+        if let InventorySource::Config(specs) = &configured.settings.inventory {
+            // Validated by Settings already; an error here is not expected but handled.
+            let inventory =
+                Inventory::from_specs(specs).map_err(|e| format!("inventory.endpoints: {e}"))?;
+            configured.install(host, &self.metrics, CONFIG_CLUSTER, inventory, self.seed);
+        }
+        let tick = configured
+            .settings
+            .policy
+            .outlier
+            .as_ref()
+            .map(tick_period)
+            .unwrap_or(INVENTORY_CHECK);
+        if let Err(e) = host.set_tick_period(tick) {
+            host.log(LogLevel::Warn, &format!("locality-failover: no tick: {e}"));
+        }
+        Ok(configured)
+    }
+
+    /// `on_tick`: interval sweeps (the first VM to see one due runs it for
+    /// all clusters' views).
+    pub fn on_tick(&mut self, host: &mut dyn Host) {
+        let State::Configured(c) = &mut self.state else {
+            return;
+        };
+        for index in 0..c.clusters.len() {
+            c.sweep(host, &self.metrics, index);
+        }
+    }
+
+    /// `on_http_request_headers`. Returns what the request must remember,
+    /// or `None` when the filter leaves it alone (or answered it).
+    pub fn on_request_headers(&mut self, host: &mut dyn Host) -> Option<RequestState> {
+        match &mut self.state {
+            State::Unconfigured => {
+                request::strip_default_headers(&self.metrics, host);
+                None
+            }
+            State::Configured(c) => c.on_request_headers(host, &self.metrics, self.seed),
+        }
+    }
+
+    /// `on_log`: attributes Envoy's final answer to the endpoints tried and
+    /// feeds the shared outlier detector.
+    pub fn on_log(&mut self, host: &mut dyn Host, request: &RequestState) {
+        if let State::Configured(c) = &mut self.state {
+            c.on_log(host, &self.metrics, request);
+        }
+    }
+}
+
+/// Ticks often enough that a sweep runs close to when it is due.
+fn tick_period(cfg: &OutlierConfig) -> Duration {
+    (cfg.interval / 10).clamp(Duration::from_millis(10), INVENTORY_CHECK)
+}
+
+/// FNV-1a 64: cheap change detection for metadata bytes and per-cluster seeds.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
