@@ -22,8 +22,9 @@ use locality_failover::ranking::rank;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// The guide's cases, then `authz` (network-region-zone plus an ALLOW
-/// AuthorizationPolicy, to see where RBAC sits).
+/// The guide's cases, `multi-network` (network-region-zone with an
+/// east-west gateway for cluster 2) and `authz` (network-region-zone plus an
+/// ALLOW AuthorizationPolicy, to see where RBAC sits).
 const CASES: [&str; 5] = [
     "no-dr",
     "prefer-close",
@@ -279,40 +280,109 @@ fn ecds_carries_the_plugin_config_verbatim() {
     }
 }
 
-/// `address -> priority` of istiod's EDS for the in-ambient cluster; the
-/// waypoint reaches each pod through the connect_originate internal listener.
-fn istiod_priorities(case: &str) -> BTreeMap<String, u32> {
+/// One host of istiod's EDS for the in-ambient cluster.
+#[derive(Debug)]
+struct EdsHost {
+    zone: String,
+    /// The internal listener the waypoint sends it to (`connect_originate`,
+    /// or `inner_connect_originate` for the east-west gateway); empty for a
+    /// plain socket address.
+    listener: String,
+    address: String,
+    priority: u32,
+}
+
+fn istiod_eds(case: &str) -> Vec<EdsHost> {
     let eds = golden(case, "endpoints.json");
     let name = cluster_name(case);
     let cla = eds
         .as_array()
         .and_then(|e| e.iter().find(|c| c["cluster_name"] == name.as_str()))
         .unwrap_or_else(|| panic!("{case}: no EDS for {name}"));
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for group in cla["endpoints"].as_array().expect("endpoints") {
         let priority = group["priority"].as_u64().unwrap_or(0) as u32;
         for lb in group["lb_endpoints"].as_array().expect("lb_endpoints") {
             let addr = &lb["endpoint"]["address"];
-            let key = match addr.get("envoy_internal_address") {
-                Some(internal) => {
-                    assert_eq!(
-                        internal["server_listener_name"], "connect_originate",
-                        "{case}"
-                    );
-                    s(internal, "/endpoint_id").to_string()
-                }
-                None => format!(
-                    "{}:{}",
-                    s(addr, "/socket_address/address"),
-                    addr.pointer("/socket_address/port_value")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0)
+            let (listener, address) = match addr.get("envoy_internal_address") {
+                Some(internal) => (
+                    s(internal, "/server_listener_name").to_string(),
+                    s(internal, "/endpoint_id").to_string(),
+                ),
+                None => (
+                    String::new(),
+                    format!(
+                        "{}:{}",
+                        s(addr, "/socket_address/address"),
+                        addr.pointer("/socket_address/port_value")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0)
+                    ),
                 ),
             };
-            assert!(out.insert(key, priority).is_none(), "{case}: duplicate");
+            out.push(EdsHost {
+                zone: s(group, "/locality/zone").to_string(),
+                listener,
+                address,
+                priority,
+            });
         }
     }
     out
+}
+
+fn input_endpoints(case: &str) -> Vec<Value> {
+    golden(case, "inputs.json")["endpoints"]
+        .as_array()
+        .cloned()
+        .expect("endpoints")
+}
+
+/// istiod's priority for each pod (by name). A pod is found by its zone (one
+/// pod per zone): in `multi-network` a cluster-2 pod is the east-west
+/// gateway's address, one host per locality.
+fn istiod_priorities(case: &str) -> BTreeMap<String, u32> {
+    let eds = istiod_eds(case);
+    assert_eq!(eds.len(), 4, "{case}: four hosts in istiod's EDS: {eds:?}");
+    input_endpoints(case)
+        .iter()
+        .map(|e| {
+            let zone = s(e, "/labels/topology.kubernetes.io~1zone");
+            let hosts: Vec<&EdsHost> = eds.iter().filter(|h| h.zone == zone).collect();
+            assert_eq!(hosts.len(), 1, "{case}: one host in {zone}: {hosts:?}");
+            (s(e, "/name").to_string(), hosts[0].priority)
+        })
+        .collect()
+}
+
+/// How the waypoint reaches each pod: through the `connect_originate`
+/// internal listener (HBONE to the pod's ip:port); in `multi-network`, the
+/// cluster-2 pods through `inner_connect_originate` to the east-west
+/// gateway (double HBONE).
+#[test]
+fn istiod_reaches_each_pod_as_documented() {
+    for case in CASES {
+        let eds = istiod_eds(case);
+        let gateway = golden(case, "meta.json")["networkGateways"]
+            .as_array()
+            .and_then(|g| g.first().cloned());
+        for e in input_endpoints(case) {
+            let zone = s(&e, "/labels/topology.kubernetes.io~1zone");
+            let host = eds.iter().find(|h| h.zone == zone).expect("host");
+            let remote = s(&e, "/labels/topology.istio.io~1network") != "cluster1-network";
+            match (&gateway, remote) {
+                (Some(gw), true) => {
+                    assert_eq!(host.listener, "inner_connect_originate", "{case}: {host:?}");
+                    let want = format!("{}:{}", s(gw, "/Addr"), gw["HBONEPort"]);
+                    assert_eq!(host.address, want, "{case}");
+                }
+                _ => {
+                    assert_eq!(host.listener, "connect_originate", "{case}: {host:?}");
+                    assert_eq!(host.address, s(&e, "/address"), "{case}");
+                }
+            }
+        }
+    }
 }
 
 /// Our engine's ranking for a case: the same trafficPolicy and
@@ -337,6 +407,7 @@ fn our_settings(case: &str, distribution_override: Option<&str>) -> (Settings, I
     (settings, inventory, client)
 }
 
+/// Our priority for each pod (by name).
 fn our_priorities(case: &str, distribution_override: Option<&str>) -> BTreeMap<String, u32> {
     let (settings, inventory, client) = our_settings(case, distribution_override);
     let ranking = rank(&settings.policy.ranking, &client, &inventory);
@@ -344,56 +415,45 @@ fn our_priorities(case: &str, distribution_override: Option<&str>) -> BTreeMap<S
         .endpoints()
         .iter()
         .zip(&ranking.priority)
-        .map(|(e, p)| (e.address.clone(), p.expect("every endpoint ranked")))
+        .map(|(e, p)| (e.name.clone(), p.expect("every endpoint ranked")))
         .collect()
 }
 
-fn by_name(case: &str, priorities: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
-    let inputs = golden(case, "inputs.json");
-    inputs["endpoints"]
-        .as_array()
-        .expect("endpoints")
-        .iter()
-        .map(|e| {
-            let p = priorities
-                .get(s(e, "/address"))
-                .copied()
-                .unwrap_or(u32::MAX);
-            (s(e, "/name").to_string(), p)
-        })
-        .collect()
+const PODS: [&str; 4] = [
+    "in-ambient-7d8f9b6c54-abc12", // us-east-1a, cluster1-network
+    "in-ambient-7d8f9b6c54-def34", // us-east-1b, cluster1-network
+    "in-ambient-8e9f0c7d65-xyz98", // us-west-2a, cluster2-network
+    "in-ambient-8e9f0c7d65-uvw56", // us-west-2b, cluster2-network
+];
+
+fn by_pod(p: [u32; 4]) -> BTreeMap<String, u32> {
+    PODS.iter().map(|n| n.to_string()).zip(p).collect()
 }
 
 /// istiod against our engine, priority by priority, for the cases where the
 /// same objects mean the same thing to both.
 #[test]
 fn istiod_priorities_equal_our_ranking() {
-    for case in ["prefer-close", "step6", "network-region-zone", "authz"] {
-        let istiod = istiod_priorities(case);
-        let ours = our_priorities(case, None);
+    for case in [
+        "prefer-close",
+        "step6",
+        "network-region-zone",
+        "multi-network",
+        "authz",
+    ] {
         assert_eq!(
-            istiod.len(),
-            4,
-            "{case}: all four pods in istiod's EDS: {istiod:?}"
+            istiod_priorities(case),
+            our_priorities(case, None),
+            "{case}"
         );
-        assert_eq!(by_name(case, &istiod), by_name(case, &ours), "{case}");
     }
     // And what they are, so a change in both at once is seen too.
-    let expect = |case: &str, p: [u32; 4]| {
-        let names = [
-            "in-ambient-7d8f9b6c54-abc12", // us-east-1a
-            "in-ambient-7d8f9b6c54-def34", // us-east-1b
-            "in-ambient-8e9f0c7d65-xyz98", // us-west-2a
-            "in-ambient-8e9f0c7d65-uvw56", // us-west-2b
-        ];
-        let want: BTreeMap<String, u32> = names.iter().map(|n| n.to_string()).zip(p).collect();
-        assert_eq!(by_name(case, &istiod_priorities(case)), want, "{case}");
-    };
-    expect("prefer-close", [0, 1, 2, 2]);
+    assert_eq!(istiod_priorities("prefer-close"), by_pod([0, 1, 2, 2]));
     // The guide's [zone, region]: us-east-1b ranks with us-west-2.
-    expect("step6", [0, 1, 1, 1]);
-    expect("network-region-zone", [0, 1, 2, 2]);
-    expect("authz", [0, 1, 2, 2]);
+    assert_eq!(istiod_priorities("step6"), by_pod([0, 1, 1, 1]));
+    for case in ["network-region-zone", "multi-network", "authz"] {
+        assert_eq!(istiod_priorities(case), by_pod([0, 1, 2, 2]), "{case}");
+    }
 }
 
 /// The documented difference. With no DestinationRule and no traffic
@@ -408,24 +468,17 @@ fn istiod_priorities_equal_our_ranking() {
 /// answer.
 #[test]
 fn no_destination_rule_is_flat_in_istiod_and_prefer_network_in_ours() {
-    let istiod = istiod_priorities("no-dr");
-    assert_eq!(istiod.len(), 4, "{istiod:?}");
-    assert!(istiod.values().all(|p| *p == 0), "istiod: {istiod:?}");
+    assert_eq!(istiod_priorities("no-dr"), by_pod([0, 0, 0, 0]));
     let (settings, _, _) = our_settings("no-dr", None);
     assert!(
         matches!(&settings.policy.ranking, RankingRule::FailoverPriority { labels, .. } if labels.len() == 1),
         "ours defaults to PreferNetwork: {:?}",
         settings.policy.ranking
     );
-    let ours = by_name("no-dr", &our_priorities("no-dr", None));
+    assert_eq!(our_priorities("no-dr", None), by_pod([0, 0, 1, 1]));
     assert_eq!(
-        ours.values().copied().collect::<Vec<_>>(),
-        // by name: abc12 (net1), def34 (net1), uvw56 (net2), xyz98 (net2)
-        vec![0, 0, 1, 1]
-    );
-    assert_eq!(
-        by_name("no-dr", &our_priorities("no-dr", Some("Any"))),
-        by_name("no-dr", &istiod)
+        our_priorities("no-dr", Some("Any")),
+        istiod_priorities("no-dr")
     );
 }
 
