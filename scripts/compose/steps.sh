@@ -47,6 +47,8 @@ failed=0
 revision=0
 summary=()
 
+# Every engine call is bounded (dc, the compose wrapper, bounds itself).
+podman() { timeout 60 command podman "$@"; }
 abort() { printf 'compose: ERROR: %s\n' "$*" >&2; exit 2; }
 short() { echo "${1##*-}"; }
 
