@@ -48,7 +48,8 @@ revision=0
 summary=()
 
 # Every engine call is bounded (dc, the compose wrapper, bounds itself).
-podman() { timeout 60 command podman "$@"; }
+PODMAN=$(type -P podman)
+podman() { timeout 60 "$PODMAN" "$@"; }
 abort() { printf 'compose: ERROR: %s\n' "$*" >&2; exit 2; }
 short() { echo "${1##*-}"; }
 
@@ -202,10 +203,12 @@ phase() {
       [ -n "$log_ok" ] && break
       sleep 0.1
     done
+    local host flags
     for rid in "${unmatched[@]}"; do
-      local host flags
+      host=; flags=; pod=
       read -r _ _ flags host _ < <(grep "^D .* $rid\$" "$tmp/envoy.log" | tail -1) || true
-      pod=${POD_OF[${host:-}]:-}
+      [ -z "$host" ] || pod=${POD_OF[$host]:-}
+      [ -n "$pod" ] || echo "    (request $rid: no access-log line naming a pod: '$(grep -c . "$tmp/envoy.log") lines, $(grep -- "$rid" "$tmp/envoy.log" | head -2)')"
       for i in "${!lines[@]}"; do
         if [[ ${lines[$i]} == *"[$rid]" ]]; then
           lines[$i]="${pod:-?}  <- ${lines[$i]%% \[*} (flags ${flags:-?})"
@@ -257,23 +260,39 @@ phase() {
   fi
 }
 
-# wait_return POD: the filter returns its ejected pod (unejections counter
-# rises) within 10 s: baseEjectionTime 3 s + the 1 s interval sweep.
+# wait_return POD BEFORE: the filter returns the pod it ejected: its
+# unejections counter rises above BEFORE (read before the phase that ejected
+# it: the access-log wait after a phase can outlast the 3 s ejection) within
+# 10 s (baseEjectionTime 3 s + the 1 s interval sweep). The time between the
+# two comes from the filter's own log lines ("ejected", "returns from
+# ejection"), on Envoy's clock.
 wait_return() {
-  local before=$2 t0; t0=$(date +%s.%N)
+  local addr; addr=$(addr_of "$1")
   say "waiting for baseEjectionTime (3s here; 3m in the guide) and the next interval sweep (1s) ..."
   for _ in $(seq 1 100); do
-    [ "$(stat_of "$METRIC.unejections")" -gt "$before" ] && break
+    [ "$(stat_of "$METRIC.unejections")" -gt "$2" ] && break
     sleep 0.1
   done
-  local el; el=$(awk -v a="$(now)" -v b="$3" 'BEGIN{printf "%.1f", a - b}')
-  if [ "$(stat_of "$METRIC.unejections")" -gt "$before" ]; then
-    record PASS "$1 returned (filter unejections +1), $el s after its ejection"
+  if [ "$(stat_of "$METRIC.unejections")" -gt "$2" ]; then
+    local el
+    el=$(podman logs "$ENVOY_CID" 2>&1 | python3 -c '
+import re, sys, datetime
+addr = sys.argv[1]; out = {}
+for l in sys.stdin:
+    m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\]", l)
+    if not m: continue
+    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+    if ": ejected " + addr + " " in l: out["e"] = t
+    elif addr + " returns from ejection" in l: out["r"] = t
+print("%.1f s" % (out["r"] - out["e"]).total_seconds() if len(out) == 2 else "? s")
+' "$addr" 2>/dev/null || echo "? s")
+    record PASS "$1 returned (filter unejections +1) $el after its ejection (baseEjectionTime 3 s)"
   else
     record FAIL "$1 was not returned within 10 s"
+    echo "    the filter's log lines of the last 20 s:"
+    podman logs --since 20s "$ENVOY_CID" 2>&1 | grep 'locality-failover:' | sed 's/^.*locality-failover: /      /' || true
   fi
 }
-now() { date +%s.%N; }
 
 echo
 echo "The guide's steps 3, 4 and 6 against the compose stack (waypoint of cluster 1 = the envoy"
@@ -317,30 +336,30 @@ phase 6b "cluster 1 scaled to 0: failover to cluster 2, by the failover priority
 say "\$ kubectl --context=\${context1} scale deployment in-ambient -n httpbin --replicas=2"
 scale "${PODS[@]}"
 pod "$ABC" 503
+unej=$(stat_of "$METRIC.unejections")
 phase 6c "THE PITFALL: same-zone pod fails; ejected after 5 x 503; us-east-1b ranks WITH cluster 2" 10005 10 \
   "$ABC=5" "spread:$DEF,$XYZ,$UVW=5" errors=5:pod ejections=1
-t_ej=$(now); unej=$(stat_of "$METRIC.unejections")
 pod "$ABC" healthy
-wait_return "$ABC" "$unej" "$t_ej"
+wait_return "$ABC" "$unej"
 
 heading "Step 6, fixed: failoverPriority [network, region, zone], listener 10006"
 phase 6d "all healthy: same zone" 10006 4 "$ABC=4"
 pod "$ABC" 503
+unej=$(stat_of "$METRIC.unejections")
 phase 6e "same-zone pod fails: ejected after 5 x 503, then the same region" 10006 10 \
   "$ABC=5" "$DEF=5" errors=5:pod ejections=1
-t_ej=$(now); unej=$(stat_of "$METRIC.unejections")
 phase 6f "inside baseEjectionTime the ejected pod gets nothing: same region" 10006 6 "$DEF=6"
 pod "$ABC" healthy
-wait_return "$ABC" "$unej" "$t_ej"
+wait_return "$ABC" "$unej"
 phase 6g "after baseEjectionTime the same-zone pod (healthy again) takes the traffic again" 10006 6 "$ABC=6"
 say "us-east-1a has no pod (deleted, as in step 4); then the us-east-1b pod goes away"
 scale "$DEF" "$XYZ" "$UVW"
 pod "$DEF" stop
+unej=$(stat_of "$METRIC.unejections")
 phase 6h "us-east-1b down: 5 connect failures eject it, the traffic leaves the region" 10006 9 \
   "$DEF=5" "spread:$XYZ,$UVW=4" errors=5:envoy ejections=1
-t_ej=$(now); unej=$(stat_of "$METRIC.unejections")
 pod "$DEF" start
-wait_return "$DEF" "$unej" "$t_ej"
+wait_return "$DEF" "$unej"
 phase 6i "us-east-1b back: after baseEjectionTime it takes the traffic again" 10006 6 "$DEF=6"
 
 heading "Summary (docker compose stack; expected = the guide's outcome, 6c: Istio's with the guide's DR)"
