@@ -58,10 +58,15 @@ done
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/locality-failover-compose.XXXXXX")
 service_pid=
+steps_pid=
 brought_up=
 teardown() {
   local rc=$?
   trap - EXIT INT TERM
+  if [ -n "$steps_pid" ]; then
+    kill "$steps_pid" 2>/dev/null || true
+    wait "$steps_pid" 2>/dev/null || true
+  fi
   if [ -n "$brought_up" ]; then
     log "docker compose down"
     timeout 90 "$state/bin/dc" down --remove-orphans --timeout 3 >"$state/down.log" 2>&1 \
@@ -252,5 +257,11 @@ done
 [ "$(curl -s -m 1 http://127.0.0.1:9901/ready)" = LIVE ] || die "Envoy's admin 127.0.0.1:9901/ready did not answer LIVE within 30 s"
 
 # ---------------------------------------------------------------- 4. steps
+# In the background so that the traps run at once on Ctrl-C or SIGTERM.
 PATH=$state/bin:$PATH ENVOY_CID=$envoy_cid COMPOSE_RUN=$state/run PROJECT=$PROJECT \
-  ${COMPOSE_TRACE:+bash -x} scripts/compose/steps.sh
+  ${COMPOSE_TRACE:+bash -x} scripts/compose/steps.sh &
+steps_pid=$!
+rc=0
+wait "$steps_pid" || rc=$?
+steps_pid=
+exit "$rc"
