@@ -24,6 +24,9 @@
 # Exit status: 0 all checks passed, 1 a check failed, 2 the stack could not
 # run (one line "compose: ERROR: <cause>" on stderr).
 #   scripts/compose.sh [--wasm FILE] [--setup-only]
+#   COMPOSE_CONTAINERS_CONF=FILE  another podman configuration (used to check
+#                                 the error paths: no runtime, default rlimits)
+#   COMPOSE_TRACE=1               run the steps under bash -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
