@@ -9,7 +9,7 @@ SCENARIOS_SHARED := $(wildcard ../shared/scenarios/*.json)
 SCENARIOS_OWN := $(wildcard tests/scenarios/*.json)
 RUNNER := $(CARGO) run -q --release -p host-harness --
 
-.PHONY: all setup build test unit clippy scenarios wasm-test e2e bench demo oci fuzz fuzz-short soak lint clean istiod-golden
+.PHONY: all setup build test unit clippy scenarios wasm-test e2e compose bench demo oci fuzz fuzz-short soak lint clean istiod-golden
 
 all: build
 
@@ -54,9 +54,16 @@ wasm-test:
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 	  $(CARGO) test -p locality-failover --lib --target wasm32-unknown-unknown
 
-## e2e: the real Envoy 1.40: sim, envoy and native modes must agree
+## e2e: the real Envoy 1.40: sim, envoy and native modes must agree; then
+## envoy/docker-compose.yaml under a real container engine (compose)
 e2e: build
 	tests/e2e.sh
+	scripts/compose.sh
+
+## compose: envoy/docker-compose.yaml, unmodified, under rootful podman +
+## docker compose v2; the guide's steps 3, 4, 6 against it; all torn down
+compose: build
+	scripts/compose.sh
 
 bench: build
 	scripts/setup.sh --tools
