@@ -39,7 +39,7 @@ use host_harness::sim::{lock, Behavior, RouterSteering, SimEnvoy};
 use locality_failover::config::{Settings, LABEL_NETWORK, LABEL_REGION, LABEL_ZONE};
 use locality_failover::detector::{self, ClusterView, MemoryStore};
 use locality_failover::engine::Engine;
-use locality_failover::filter::FilterRoot;
+use locality_failover::filter::{FilterRoot, RequestState};
 use locality_failover::host::{Host, HostError, LogLevel, MetricKind};
 use locality_failover::inventory::{EndpointSpec, Inventory, Labels};
 use locality_failover::outlier::Outcome;
@@ -525,8 +525,10 @@ fn bench_failure() {
             let t = Instant::now();
             let state = root.on_request_headers(&mut host);
             let d = t.elapsed();
-            if let Some(state) = state {
-                host.answer(200, state.list.first().map(String::as_str));
+            if let Some(mut state) = state {
+                let first = served(&root, &state);
+                host.answer(200, first.as_deref());
+                root.on_response_headers(&host, &mut state);
                 root.on_log(&mut host, &state);
             }
             d
@@ -554,6 +556,7 @@ struct BenchHost {
     config: Vec<u8>,
     now: Cell<u64>,
     headers: HashMap<String, String>,
+    response: HashMap<String, String>,
     metrics: Vec<(String, i64)>,
 }
 
@@ -587,6 +590,7 @@ impl BenchHost {
             config,
             now: Cell::new(1_700_000_000_000_000_000),
             headers: HashMap::new(),
+            response: HashMap::new(),
             metrics: Vec::new(),
         }
     }
@@ -621,6 +625,7 @@ impl BenchHost {
         let _h = host_side();
         self.props
             .insert(key(&["response", "code"]), code.to_le_bytes().to_vec());
+        self.response.insert(":status".into(), code.to_string());
         self.props
             .insert(key(&["response", "flags"]), 0u64.to_le_bytes().to_vec());
         if let Some(u) = upstream {
@@ -643,6 +648,13 @@ impl Host for BenchHost {
         };
         // Envoy copies a property into the VM's memory: charged to the filter.
         Ok(found.cloned())
+    }
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let found = {
+            let _h = host_side();
+            self.response.get(name)
+        };
+        Ok(found.map(|v| v.as_bytes().to_vec()))
     }
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
         let found = {
@@ -723,6 +735,13 @@ impl Host for BenchHost {
     }
 }
 
+/// The address a request was steered to first (the simulated host's work:
+/// not charged to the filter).
+fn served(root: &FilterRoot, state: &RequestState) -> Option<String> {
+    let _h = host_side();
+    root.request_addresses(state).into_iter().next()
+}
+
 /// A configured FilterRoot whose inventory (`n` endpoints, revision "1") is loaded.
 fn filter_with_inventory(n: usize, settings: &Settings) -> (BenchHost, FilterRoot) {
     let _ = settings;
@@ -730,8 +749,10 @@ fn filter_with_inventory(n: usize, settings: &Settings) -> (BenchHost, FilterRoo
     host.publish_inventory(n, "1", 0);
     let mut root = FilterRoot::new(7);
     root.on_configure(&mut host);
-    if let Some(state) = root.on_request_headers(&mut host) {
-        host.answer(200, state.list.first().map(String::as_str));
+    if let Some(mut state) = root.on_request_headers(&mut host) {
+        let first = served(&root, &state);
+        host.answer(200, first.as_deref());
+        root.on_response_headers(&host, &mut state);
         root.on_log(&mut host, &state);
     }
     (host, root)
@@ -749,8 +770,10 @@ fn bench_memory(wasm: &Path) {
         root.on_configure(&mut host);
         let mut after_load = 0isize;
         for i in 0..1000 {
-            if let Some(state) = root.on_request_headers(&mut host) {
-                host.answer(200, state.list.first().map(String::as_str));
+            if let Some(mut state) = root.on_request_headers(&mut host) {
+                let first = served(&root, &state);
+                host.answer(200, first.as_deref());
+                root.on_response_headers(&host, &mut state);
                 root.on_log(&mut host, &state);
             }
             if i == 0 {
@@ -928,8 +951,10 @@ fn bench_calls() {
     let settings = settings("ROUND_ROBIN");
     let (mut host, mut root) = filter_with_inventory(4, &settings);
     let one = |host: &mut BenchHost, root: &mut FilterRoot| {
-        if let Some(state) = root.on_request_headers(host) {
-            host.answer(200, state.list.first().map(String::as_str));
+        if let Some(mut state) = root.on_request_headers(host) {
+            let first = served(root, &state);
+            host.answer(200, first.as_deref());
+            root.on_response_headers(host, &mut state);
             root.on_log(host, &state);
         }
     };
