@@ -96,6 +96,21 @@ impl Engine {
             .rebuild(&self.ranking, &self.unhealthy, &mut self.rng);
     }
 
+    /// [`Engine::set_inventory`] without a table, returning the old
+    /// inventory's addresses by index: moved out of the address index the
+    /// engine drops anyway, not copied.
+    pub fn replace_inventory(&mut self, inventory: Inventory) -> Vec<String> {
+        let old = std::mem::take(&mut self.by_address);
+        self.set_inventory(inventory, None);
+        let mut addresses = vec![String::new(); old.len()];
+        for (address, index) in old {
+            if let Some(slot) = addresses.get_mut(index) {
+                *slot = address;
+            }
+        }
+        addresses
+    }
+
     /// Takes a new ejection view. Cheap when the generation did not change.
     pub fn apply_table(&mut self, table: &EjectionTable) -> bool {
         if self.table_generation == Some(table.generation) {

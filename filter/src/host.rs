@@ -95,3 +95,26 @@ pub mod decode {
         Some(digit(a)? * 100 + digit(b)? * 10 + digit(c)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::decode;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn status_is_three_ascii_digits() {
+        assert_eq!(decode::status(b"200"), Some(200));
+        assert_eq!(decode::status(b"503"), Some(503));
+        for bad in [
+            &b""[..],
+            b"20",
+            b"2000",
+            b"2x0",
+            b" 200",
+            &[0xff, b'0', b'0'],
+        ] {
+            assert_eq!(decode::status(bad), None, "{bad:?}");
+        }
+    }
+}

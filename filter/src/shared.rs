@@ -304,3 +304,29 @@ pub fn decode_streaks(bytes: &[u8]) -> Streaks {
 pub fn decode_table(bytes: &[u8]) -> EjectionTable {
     serde_json::from_slice(bytes).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn the_epoch_value_round_trips_and_reads_the_old_8_byte_form() {
+        let v = View::decode(
+            &View {
+                generation: 7,
+                dirtied: 3,
+                present: true,
+            }
+            .encode(),
+        );
+        assert_eq!((v.generation, v.dirtied, v.present), (7, 3, true));
+        let old = View::decode(&9u64.to_le_bytes());
+        assert_eq!((old.generation, old.dirtied, old.present), (9, 0, true));
+        let corrupt = View::decode(&[1, 2, 3]);
+        assert!(!corrupt.present, "too short: no generation");
+        let twelve = View::decode(&[0u8; 12]);
+        assert_eq!((twelve.generation, twelve.dirtied), (0, 0));
+    }
+}

@@ -490,3 +490,79 @@ fn seed_scenarios_pass_with_every_steering_mode() {
         }
     }
 }
+
+#[test]
+fn a_request_in_flight_across_an_inventory_change_keeps_its_endpoints() {
+    let e = envoy(1, &guide_config());
+    let config = guide_config().to_string().into_bytes();
+    let faults = Default::default();
+    let props = |revision: u64, endpoints: &[(String, BTreeMap<String, String>)]| {
+        let mut p = BTreeMap::new();
+        p.insert(
+            host_harness::sim::prop_key(&["xds", "cluster_name"]),
+            CLUSTER.as_bytes().to_vec(),
+        );
+        p.insert(
+            host_harness::sim::prop_key(&["xds", "cluster_metadata"]),
+            metadata(endpoints, revision),
+        );
+        p.insert(
+            host_harness::sim::prop_key(&[
+                "xds",
+                "cluster_metadata",
+                "filter_metadata",
+                NS,
+                "revision",
+            ]),
+            revision.to_string().into_bytes(),
+        );
+        p
+    };
+    let first = props(1, &guide_endpoints());
+    let mut reversed = guide_endpoints();
+    reversed.reverse();
+    let second = props(2, &reversed);
+    let mut root = FilterRoot::new(1);
+    assert!(root.on_configure(&mut SimHost::new(
+        &e.shared,
+        EPOCH_NANOS,
+        &first,
+        &config,
+        &faults
+    )));
+    let state = root
+        .on_request_headers(&mut SimHost::new(
+            &e.shared,
+            EPOCH_NANOS,
+            &first,
+            &config,
+            &faults,
+        ))
+        .expect("steered");
+    let picked = root.request_addresses(&state)[0].clone();
+    let old_index = guide_endpoints().iter().position(|(a, _)| *a == picked);
+    let same_index_now = reversed[old_index.expect("picked from the inventory")]
+        .0
+        .clone();
+    assert_ne!(picked, same_index_now);
+    // While it is in flight, a new inventory (every index moves) is loaded.
+    let later = EPOCH_NANOS + 2_000_000;
+    root.on_request_headers(&mut SimHost::new(
+        &e.shared, later, &second, &config, &faults,
+    ));
+    assert_eq!(root.request_addresses(&state)[0], picked);
+    let mut h = SimHost::new(&e.shared, later, &second, &config, &faults);
+    h.set_response_property(&["response", "code"], 503i64.to_le_bytes().to_vec());
+    h.set_response_property(&["upstream", "address"], picked.as_bytes().to_vec());
+    h.set_response_property(
+        &["upstream", "request_attempt_count"],
+        1u64.to_le_bytes().to_vec(),
+    );
+    root.on_log(&mut h, &state);
+    assert_eq!(streak(&e, &picked).c5xx, 1, "the endpoint it went to");
+    assert_eq!(
+        streak(&e, &same_index_now).c5xx,
+        0,
+        "not the one at its old index"
+    );
+}

@@ -90,12 +90,8 @@ impl ClusterState {
 
     /// Replaces the inventory, keeping the old addresses for requests in flight.
     fn set_inventory(&mut self, inventory: Inventory) {
-        let old = self.engine.inventory().endpoints().iter();
-        self.retired = Some((
-            self.engine.version(),
-            old.map(|e| e.address.clone()).collect(),
-        ));
-        self.engine.set_inventory(inventory, None);
+        let version = self.engine.version();
+        self.retired = Some((version, self.engine.replace_inventory(inventory)));
         self.reset_clean();
     }
 
