@@ -63,10 +63,8 @@ fn guide_sim(specs: &[EndpointSpec]) -> Option<SimEnvoy> {
             prefix: String::new(),
         },
     );
-    let metadata = locality_failover::metadata::metadata_for(
-        "locality-failover",
-        &inventory_json(specs, "1"),
-    );
+    let metadata =
+        locality_failover::metadata::metadata_for("locality-failover", &inventory_json(specs, "1"));
     sim.set_cluster(
         "svc",
         metadata,

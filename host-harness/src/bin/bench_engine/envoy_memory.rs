@@ -62,28 +62,87 @@ pub(crate) fn wasm_memories(pid: u32) -> Vec<(u64, u64)> {
     out
 }
 
+/// The VMs' memories as "size (resident size)".
+fn memories_text(mems: &[(u64, u64)]) -> String {
+    let each: Vec<String> = mems
+        .iter()
+        .map(|(s, r)| {
+            format!(
+                "{} (resident {})",
+                human_bytes(*s as f64),
+                human_bytes(*r as f64)
+            )
+        })
+        .collect();
+    each.join(", ")
+}
+
+/// `n` endpoints on unused loopback ports, with the synthetic labels.
+fn memory_config(n: usize, filter_wasm: Option<&Path>) -> FilterModeConfig {
+    let endpoints: Vec<EnvoyEndpoint> = (0..n)
+        .map(|i| {
+            let addr = SocketAddr::from(([127, 0, 0, 2], 20_000 + i as u16));
+            let mut e = EnvoyEndpoint::new(format!("ep-{i}"), addr);
+            e.labels = synthetic_labels(i);
+            e
+        })
+        .collect();
+    let mut cfg = FilterModeConfig::new(Steering::override_host(), endpoints);
+    cfg.node = guide_node();
+    if let Some(wasm) = filter_wasm {
+        cfg.wasm = Some(WasmFilter::new(
+            wasm,
+            plugin_config("ROUND_ROBIN").to_string(),
+        ));
+    }
+    cfg
+}
+
+/// A few requests (connect failures: nobody listens; the first makes the
+/// filter load the inventory), then the filter's inventory update count.
+fn poke(envoy: &EnvoyProcess) -> Result<u64, String> {
+    let addr = envoy.listener().map_err(|e| e.to_string())?;
+    for _ in 0..5 {
+        let _ = host_harness::envoy::http_get(addr, "/", &[], Duration::from_secs(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    Ok(envoy
+        .stat("wasmcustom.locality_failover.inventory_updates")
+        .unwrap_or(0))
+}
+
+/// An inventory update (new revision, one weight changed): the old and the
+/// new inventory meet in the VM's memory. Returns the memories after it.
+fn update_inventory(
+    envoy: &EnvoyProcess,
+    cfg: &mut FilterModeConfig,
+) -> Result<Vec<(u64, u64)>, String> {
+    cfg.revision = "2".into();
+    if let Some(e) = cfg.endpoints.get_mut(1) {
+        e.weight = 2;
+    }
+    envoy
+        .apply_clusters(&cfg.clusters(), Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
+    let updates = poke(envoy)?;
+    let after = wasm_memories(envoy.pid());
+    progress(&format!(
+        "envoy memory: after an inventory update ({updates} updates): wasm memories {}",
+        memories_text(&after)
+    ));
+    if updates < 2 {
+        return Err("the filter did not take the inventory update".into());
+    }
+    Ok(after)
+}
+
 pub(crate) fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), String> {
     let work = host_harness::envoy::TempDir::new("bench-mem").map_err(|e| e.to_string())?;
     let mut rss: BTreeMap<(bool, usize), u64> = BTreeMap::new();
     let mut wasm_at_10k = Vec::new();
     for with_filter in [false, true] {
         for n in [10usize, 10_000] {
-            let endpoints: Vec<EnvoyEndpoint> = (0..n)
-                .map(|i| {
-                    let addr = SocketAddr::from(([127, 0, 0, 2], 20_000 + i as u16));
-                    let mut e = EnvoyEndpoint::new(format!("ep-{i}"), addr);
-                    e.labels = synthetic_labels(i);
-                    e
-                })
-                .collect();
-            let mut cfg = FilterModeConfig::new(Steering::override_host(), endpoints);
-            cfg.node = guide_node();
-            if with_filter {
-                cfg.wasm = Some(WasmFilter::new(
-                    filter_wasm,
-                    plugin_config("ROUND_ROBIN").to_string(),
-                ));
-            }
+            let mut cfg = memory_config(n, with_filter.then_some(filter_wasm));
             let layout = Layout::new(work.path().join(format!("m-{with_filter}-{n}")));
             let mut generated = cfg.generate(&layout);
             strip_access_logs(&mut generated.bootstrap);
@@ -95,56 +154,27 @@ pub(crate) fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), String> {
             };
             let envoy =
                 EnvoyProcess::start(&layout, &generated, &opts).map_err(|e| e.to_string())?;
-            let addr = envoy.listener().map_err(|e| e.to_string())?;
-            // A few requests (connect failures: nobody listens): the first
-            // makes the filter load the inventory.
-            for _ in 0..5 {
-                let _ = host_harness::envoy::http_get(addr, "/", &[], Duration::from_secs(20));
-            }
-            std::thread::sleep(Duration::from_millis(1500));
-            let loaded = envoy
-                .stat("wasmcustom.locality_failover.inventory_updates")
-                .unwrap_or(0);
+            let loaded = poke(&envoy)?;
             let r = rss_kib(envoy.pid()).unwrap_or(0) * 1024;
             rss.insert((with_filter, n), r);
-            let mems = wasm_memories(envoy.pid());
             progress(&format!(
-                "envoy memory: filter={with_filter} n={n}: RSS {}, inventory updates {loaded}, wasm memories {:?}",
+                "envoy memory: filter={with_filter} n={n}: RSS {}, inventory updates {loaded}, wasm memories {}",
                 human_bytes(r as f64),
-                mems.iter().map(|(s, r)| format!("{} (resident {})", human_bytes(*s as f64), human_bytes(*r as f64))).collect::<Vec<_>>()
+                memories_text(&wasm_memories(envoy.pid()))
             ));
             if with_filter && n == 10_000 {
                 if loaded == 0 {
                     return Err("the filter did not load the 10,000-endpoint inventory".into());
                 }
-                // An inventory update (new revision, one weight changed):
-                // the old and the new inventory meet in the VM's memory.
-                cfg.revision = "2".into();
-                if let Some(e) = cfg.endpoints.get_mut(1) {
-                    e.weight = 2;
-                }
-                envoy
-                    .apply_clusters(&cfg.clusters(), Duration::from_secs(60))
-                    .map_err(|e| e.to_string())?;
-                for _ in 0..5 {
-                    let _ = host_harness::envoy::http_get(addr, "/", &[], Duration::from_secs(20));
-                }
-                std::thread::sleep(Duration::from_millis(1500));
-                let updates = envoy
-                    .stat("wasmcustom.locality_failover.inventory_updates")
-                    .unwrap_or(0);
-                let after = wasm_memories(envoy.pid());
-                progress(&format!(
-                    "envoy memory: after an inventory update ({updates} updates): wasm memories {:?}",
-                    after.iter().map(|(s, r)| format!("{} (resident {})", human_bytes(*s as f64), human_bytes(*r as f64))).collect::<Vec<_>>()
-                ));
-                if updates < 2 {
-                    return Err("the filter did not take the inventory update".into());
-                }
-                wasm_at_10k = after;
+                wasm_at_10k = update_inventory(&envoy, &mut cfg)?;
             }
         }
     }
+    report_memory(&wasm_at_10k, &rss);
+    Ok(())
+}
+
+fn report_memory(wasm_at_10k: &[(u64, u64)], rss: &BTreeMap<(bool, usize), u64>) {
     let largest = wasm_at_10k.iter().map(|(s, _)| *s).max().unwrap_or(0);
     let resident = wasm_at_10k.iter().map(|(_, r)| *r).max().unwrap_or(0);
     row(
@@ -170,5 +200,4 @@ pub(crate) fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), String> {
         "",
         "",
     );
-    Ok(())
 }

@@ -8,14 +8,16 @@ use crate::alloc::*;
 use crate::fixtures::*;
 use crate::host::*;
 use crate::report::*;
-use locality_failover::config::Settings;
+use locality_failover::config::{OutlierConfig, Settings};
 use locality_failover::detector::{self, ClusterView, MemoryStore};
 use locality_failover::engine::Engine;
+use locality_failover::inventory::Inventory;
 use locality_failover::outlier::Outcome;
 use locality_failover::ranking::rank;
 
+const N: usize = 10_000;
+
 pub(crate) fn bench_failure() {
-    const N: usize = 10_000;
     let settings = settings("ROUND_ROBIN");
     let policy = settings.policy.clone();
     let Some(outlier) = policy.outlier.clone() else {
@@ -24,9 +26,15 @@ pub(crate) fn bench_failure() {
     };
     let inventory = synthetic_inventory(N);
     let mut engine = Engine::new(policy.clone(), client_labels(), inventory.clone(), 7);
+    ejection(&mut engine, &outlier);
+    inventory_change(&mut engine, &inventory);
+    config_change(&inventory);
+    filter_inventory_change(&settings);
+}
+
+fn ejection(engine: &mut Engine, outlier: &OutlierConfig) {
     let mut store = MemoryStore::default();
     let now = 1_700_000_000_000_000_000u64;
-
     // Ejection: four failures arm the streak, the fifth (timed) ejects;
     // then the engine takes the new table (timed).
     let mut record_ns = Vec::new();
@@ -45,7 +53,7 @@ pub(crate) fn bench_failure() {
         for _ in 0..4 {
             let _ = detector::record(
                 &mut store,
-                &outlier,
+                outlier,
                 &address,
                 Outcome::Http(503),
                 now,
@@ -56,7 +64,7 @@ pub(crate) fn bench_failure() {
             let t = Instant::now();
             let r = detector::record(
                 &mut store,
-                &outlier,
+                outlier,
                 &address,
                 Outcome::Http(503),
                 now,
@@ -98,7 +106,9 @@ pub(crate) fn bench_failure() {
         "",
         if ok { "" } else { "ejection did not happen" },
     );
+}
 
+fn inventory_change(engine: &mut Engine, inventory: &Inventory) {
     // Inventory change: Engine::set_inventory with a new 10,000-endpoint list.
     let mut times = Vec::new();
     let mut stats = AllocStats::default();
@@ -124,7 +134,9 @@ pub(crate) fn bench_failure() {
         "",
         "",
     );
+}
 
+fn config_change(inventory: &Inventory) {
     // Configuration change: Settings::from_bytes + ranking of 10,000.
     let bytes = plugin_config("ROUND_ROBIN").to_string().into_bytes();
     let client = client_labels();
@@ -134,7 +146,7 @@ pub(crate) fn bench_failure() {
         let (d, s) = count_allocs(|| {
             let t = Instant::now();
             if let Ok(s) = Settings::from_bytes(&bytes) {
-                black_box(rank(&s.policy.ranking, &client, &inventory));
+                black_box(rank(&s.policy.ranking, &client, inventory));
             }
             t.elapsed()
         });
@@ -149,15 +161,20 @@ pub(crate) fn bench_failure() {
         "",
         "",
     );
+}
 
+fn filter_inventory_change(settings: &Settings) {
     // The whole path in the filter: a new revision in the cluster metadata,
     // seen by the next request (decode protobuf, validate, rank, rebuild,
     // create streak keys, re-read the ejection table).
-    let (mut host, mut root) = filter_with_inventory(N, &settings);
+    let (mut host, mut root) = filter_with_inventory(N, settings);
     let mut times = Vec::new();
     let mut stats = AllocStats::default();
     for rev in 2..6 {
         host.publish_inventory(N, &format!("{rev}"), rev);
+        // The revision is read at most once per millisecond: the measured
+        // request is the first one after that.
+        host.now.set(host.now.get() + 1_000_000);
         let (d, s) = count_allocs(|| {
             let t = Instant::now();
             let state = root.on_request_headers(&mut host);

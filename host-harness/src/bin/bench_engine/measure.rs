@@ -1,11 +1,9 @@
 //! Measuring an Envoy process: CPU ticks, wrk, pinning, interleaved rounds.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::report::*;
-use host_harness::envoy::{EnvoyOptions, EnvoyProcess, Layout};
+use crate::rounds::EnvoyParams;
+use host_harness::envoy::EnvoyProcess;
 
 pub(crate) fn clk_tck() -> f64 {
     Command::new("getconf")
@@ -188,108 +186,4 @@ pub(crate) fn pin(pid: u32, cpus: &str) {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-pub(crate) struct EnvoyParams {
-    pub(crate) concurrency: u32,
-    pub(crate) connections: u32,
-    pub(crate) wrk_threads: u32,
-    pub(crate) seconds: u32,
-    pub(crate) warmup: u32,
-    pub(crate) repeats: usize,
-    /// CPUs for Envoy; None: not pinned.
-    pub(crate) envoy_cpus: Option<String>,
-    /// CPUs for wrk and the upstream; None: not pinned.
-    pub(crate) client_cpus: Option<String>,
-}
-
-/// Starts one Envoy per configuration, warms each up, then measures them in
-/// interleaved rounds (a, b, c, a, b, c, ...) so that drift on a shared
-/// machine hits every configuration alike. Returns the measurements per name.
-pub(crate) fn run_rounds(
-    p: &EnvoyParams,
-    work: &Path,
-    configs: Vec<(String, host_harness::envoy::Generated, Layout)>,
-    tck: f64,
-    check: &dyn Fn(&str, &EnvoyProcess) -> Result<(), String>,
-) -> Result<BTreeMap<String, Vec<Measurement>>, String> {
-    let _ = work;
-    let mut envoys = Vec::new();
-    for (name, generated, layout) in configs {
-        let opts = EnvoyOptions {
-            concurrency: p.concurrency,
-            log_level: "error".into(),
-            ..EnvoyOptions::default()
-        };
-        let envoy =
-            EnvoyProcess::start(&layout, &generated, &opts).map_err(|e| format!("{name}: {e}"))?;
-        pin(envoy.pid(), p.envoy_cpus.as_deref().unwrap_or("0-1"));
-        let addr = envoy.listener().map_err(|e| e.to_string())?;
-        envoys.push((name, envoy, format!("http://{addr}/")));
-    }
-    for (name, _, url) in &envoys {
-        progress(&format!(
-            "concurrency {}: warm-up {name} ({}s)",
-            p.concurrency, p.warmup
-        ));
-        run_wrk(
-            url,
-            p.connections,
-            p.wrk_threads,
-            p.warmup,
-            p.client_cpus.as_deref(),
-        )?;
-    }
-    let mut results: BTreeMap<String, Vec<Measurement>> = BTreeMap::new();
-    for round in 0..p.repeats {
-        for (name, envoy, url) in &envoys {
-            let m = measure(envoy, url, p, tck)?;
-            progress(&format!(
-                "concurrency {} round {} {name}: {:.2} µs CPU/req, p50 {:.0} µs, p99 {:.0} µs, {:.0} req/s, {} requests, {} errors",
-                p.concurrency, round + 1, m.cpu_us_per_req, m.p50_us, m.p99_us, m.rps, m.requests, m.errors
-            ));
-            results.entry(name.clone()).or_default().push(m);
-        }
-    }
-    for (name, envoy, _) in &envoys {
-        check(name, envoy)?;
-    }
-    Ok(results)
-}
-
-pub(crate) fn med(
-    results: &BTreeMap<String, Vec<Measurement>>,
-    name: &str,
-    f: fn(&Measurement) -> f64,
-) -> f64 {
-    let mut xs: Vec<f64> = results
-        .get(name)
-        .map(|ms| ms.iter().map(f).collect())
-        .unwrap_or_default();
-    median(&mut xs)
-}
-
-pub(crate) fn envoy_phases(seconds: u32, repeats: usize) -> [EnvoyParams; 2] {
-    [
-        EnvoyParams {
-            concurrency: 1,
-            connections: 8,
-            wrk_threads: 1,
-            seconds,
-            warmup: 2,
-            repeats,
-            envoy_cpus: Some("1".into()),
-            client_cpus: Some("0".into()),
-        },
-        EnvoyParams {
-            concurrency: 2,
-            connections: 8,
-            wrk_threads: 1,
-            seconds,
-            warmup: 2,
-            repeats,
-            envoy_cpus: None,
-            client_cpus: None,
-        },
-    ]
 }

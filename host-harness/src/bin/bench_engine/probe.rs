@@ -5,6 +5,7 @@ use std::path::Path;
 use crate::envoy_config::*;
 use crate::measure::*;
 use crate::report::*;
+use crate::rounds::{envoy_phases, run_rounds, EnvoyParams};
 use crate::upstream::*;
 use host_harness::envoy::{Layout, WasmFilter};
 
@@ -22,7 +23,7 @@ pub(crate) fn bench_envoy_probe(
         seconds,
         repeats,
         warmup: 1,
-        ..envoy_phases(seconds, repeats)
+        ..envoy_phases(seconds, repeats, 1)
             .into_iter()
             .next()
             .ok_or("no phase")?
@@ -61,8 +62,8 @@ pub(crate) fn bench_envoy_probe(
         }
         configs.push((format!("p{i}"), generated, layout));
     }
-    let results = run_rounds(&p, work.path(), configs, tck, &|_, _| Ok(()))?;
-    let base = med(&results, "p0", |m| m.cpu_us_per_req);
+    let results = run_rounds(&p, &configs, tck, &|_, _| Ok(()))?;
+    let base = results.median("p0", |m| m.cpu_us_per_req);
     row(
         "1p",
         "probe baseline: no-op filter on the native cluster",
@@ -71,7 +72,7 @@ pub(crate) fn bench_envoy_probe(
         "",
     );
     for (i, (what, _)) in probes.iter().enumerate().skip(1) {
-        let c = med(&results, &format!("p{i}"), |m| m.cpu_us_per_req);
+        let c = results.median(&format!("p{i}"), |m| m.cpu_us_per_req);
         let per = (c - base) / f64::from(n) * 1000.0;
         row(
             "1p",
