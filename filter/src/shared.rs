@@ -73,6 +73,8 @@ pub struct SharedStore<'h> {
     keys: ClusterKeys,
     /// Incremented on each CAS retry, for the metric.
     pub cas_retries: u64,
+    /// The streaks as the last `update_streaks` left them (written or not).
+    pub last_streaks: Option<Streaks>,
 }
 
 impl<'h> SharedStore<'h> {
@@ -81,6 +83,7 @@ impl<'h> SharedStore<'h> {
             host,
             keys: keys.clone(),
             cas_retries: 0,
+            last_streaks: None,
         }
     }
 
@@ -216,8 +219,10 @@ impl OutlierStore for SharedStore<'_> {
             let before = value.map(|v| decode_streaks(&v)).unwrap_or_default();
             let mut s = before;
             if !f(&mut s) {
+                self.last_streaks = Some(s);
                 return Ok(());
             }
+            self.last_streaks = Some(s);
             match self.host.set_shared_data(&key, &encode_streaks(&s), cas) {
                 // After the streak is written: a VM that sees the new count
                 // and reads the streak finds it non-zero.

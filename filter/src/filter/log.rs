@@ -37,9 +37,14 @@ impl Configured {
         {
             return;
         }
+        // In route-header mode Envoy spreads attempts inside a backend and
+        // only the last one is attributed: the count is not needed.
+        let route_header = self.settings.steering.mode == SteeringMode::RouteHeader;
         let answer = Answer {
             code: request.status.unwrap_or_else(|| read_code(host)),
-            attempts: read_u64(host, properties::ATTEMPT_COUNT),
+            attempts: (!route_header)
+                .then(|| read_u64(host, properties::ATTEMPT_COUNT))
+                .flatten(),
         };
         if self.unchanged_success(host, request, answer) {
             return;
@@ -89,7 +94,7 @@ impl Configured {
             // This VM is about to start streaks: nothing it knew clean stays so.
             state.forget_clean();
         }
-        let (ejected, errors) = record_outcomes(host, &*state, outlier, &outcomes);
+        let (ejected, errors) = record_outcomes(host, state, outlier, &outcomes);
         if !ejected.is_empty() {
             for (address, why) in &ejected {
                 host.log(
@@ -187,11 +192,28 @@ type Ejected = Vec<(String, Vec<Detection>)>;
 
 /// Counts each outcome in the shared streaks; returns the endpoints this
 /// request ejected (with the detectors that fired) and the failed updates.
+/// A success on an endpoint known clean changes nothing and is skipped; a
+/// success that leaves a streak at zero makes the endpoint known clean.
 fn record_outcomes(
+    host: &mut dyn Host,
+    state: &mut ClusterState,
+    outlier: &OutlierConfig,
+    outcomes: &[(String, Outcome)],
+) -> (Ejected, i64) {
+    let mut clean = Vec::new();
+    let result = record_each(host, state, outlier, outcomes, &mut clean);
+    for index in clean {
+        state.mark_clean(index);
+    }
+    result
+}
+
+fn record_each(
     host: &mut dyn Host,
     state: &ClusterState,
     outlier: &OutlierConfig,
     outcomes: &[(String, Outcome)],
+    clean: &mut Vec<usize>,
 ) -> (Ejected, i64) {
     let engine = &state.engine;
     let present = |a: &str| engine.contains(a);
@@ -209,10 +231,19 @@ fn record_outcomes(
     let mut errors = 0;
     let mut store = SharedStore::new(host, &state.keys);
     for (address, outcome) in outcomes {
-        if !engine.contains(address) {
+        let Some(index) = engine.index_of(address) else {
+            continue;
+        };
+        if outcome.is_success() && state.is_clean(index) {
             continue;
         }
-        match detector::record(&mut store, outlier, address, *outcome, now, &view) {
+        let recorded = detector::record(&mut store, outlier, address, *outcome, now, &view);
+        let zero = store.last_streaks.is_some_and(|s| s.is_zero());
+        if outcome.is_success() && zero && recorded.as_ref().is_ok_and(|r| r.detections.is_empty())
+        {
+            clean.push(index);
+        }
+        match recorded {
             Ok(r) if r.ejected() => ejected.push((
                 address.clone(),
                 r.detections

@@ -22,7 +22,7 @@ pub(crate) fn bench_buffers() {
     let mut inline = plugin_config("ROUND_ROBIN");
     inline["inventory"] = json!({ "source": "config", "endpoints": synthetic_specs(4) });
     for (what, config) in [
-        ("cluster-metadata inventory", metadata),
+        ("cluster-metadata inventory", metadata.clone()),
         ("inline inventory", inline),
     ] {
         for spacing_us in [100, 2_000] {
@@ -30,6 +30,26 @@ pub(crate) fn bench_buffers() {
         }
         failures(what, &config);
     }
+    // The other steering modes, at the benchmark's rate.
+    let mut original_dst = metadata;
+    original_dst["steering"] = json!({ "mode": "original-dst" });
+    let mut route_header = plugin_config("ROUND_ROBIN");
+    let mut specs = synthetic_specs(4);
+    specs
+        .iter_mut()
+        .for_each(|s| s.backend = Some("backend-a".into()));
+    route_header["inventory"] = json!({ "source": "config", "endpoints": specs });
+    route_header["steering"] = json!({ "mode": "route-header" });
+    successes(
+        "original-dst, cluster-metadata inventory",
+        &original_dst,
+        100,
+    );
+    successes(
+        "route-header, inline inventory (Envoy picks in the backend)",
+        &route_header,
+        100,
+    );
 }
 
 /// A configured filter on a counting host, warmed up (inventory loaded).

@@ -260,8 +260,9 @@ pub(crate) fn one_request(host: &mut BenchHost, root: &mut FilterRoot, code: i64
     let Some(mut state) = root.on_request_headers(host) else {
         return false;
     };
-    let first = served(root, &state);
-    host.answer(code, first.as_deref());
+    // Route-header mode writes a backend: Envoy picks an endpoint in it.
+    let first = served(root, &state).unwrap_or_else(|| synthetic_address(0));
+    host.answer(code, Some(&first));
     root.on_response_headers(host, &mut state);
     root.on_log(host, &state);
     true
