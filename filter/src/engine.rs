@@ -36,6 +36,9 @@ pub struct Engine {
     table_generation: Option<u64>,
     active: Vec<u32>,
     rng: Rng,
+    /// Bumped by every [`Engine::set_inventory`]: requests remember endpoint
+    /// indices together with the version they index into.
+    version: u32,
 }
 
 impl Engine {
@@ -52,6 +55,7 @@ impl Engine {
             table_generation: None,
             active: vec![],
             rng: Rng::new(seed),
+            version: 0,
         };
         engine.set_inventory(inventory, None);
         engine
@@ -81,6 +85,7 @@ impl Engine {
             .collect();
         self.active = active;
         self.inventory = inventory;
+        self.version = self.version.wrapping_add(1);
         self.unhealthy = vec![false; self.inventory.len()];
         if let Some(t) = table {
             self.mark(t);
@@ -89,6 +94,21 @@ impl Engine {
         }
         self.balancer
             .rebuild(&self.ranking, &self.unhealthy, &mut self.rng);
+    }
+
+    /// [`Engine::set_inventory`] without a table, returning the old
+    /// inventory's addresses by index: moved out of the address index the
+    /// engine drops anyway, not copied.
+    pub fn replace_inventory(&mut self, inventory: Inventory) -> Vec<String> {
+        let old = std::mem::take(&mut self.by_address);
+        self.set_inventory(inventory, None);
+        let mut addresses = vec![String::new(); old.len()];
+        for (address, index) in old {
+            if let Some(slot) = addresses.get_mut(index) {
+                *slot = address;
+            }
+        }
+        addresses
     }
 
     /// Takes a new ejection view. Cheap when the generation did not change.
@@ -149,6 +169,18 @@ impl Engine {
         if let Some(a) = self.active.get_mut(endpoint) {
             *a = a.saturating_add(1);
         }
+    }
+
+    /// [`Engine::end`] by inventory index (no address lookup).
+    pub fn end_index(&mut self, endpoint: usize) {
+        if let Some(a) = self.active.get_mut(endpoint) {
+            *a = a.saturating_sub(1);
+        }
+    }
+
+    /// Which inventory the endpoint indices refer to (see [`Engine::endpoint`]).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     pub fn end(&mut self, address: &str) {

@@ -606,3 +606,38 @@ fn failover_priority_picks_localities_by_effective_weight() {
     let b1 = t.get("b1").copied().unwrap_or(0);
     assert!((900..=1100).contains(&b1), "b1 got {b1} of 3800: {t:?}");
 }
+
+// ------------------------------------------------ inventory versions
+
+#[test]
+fn replacing_the_inventory_hands_back_the_old_addresses_by_index() {
+    let mut e = guide_engine(&zone_region());
+    let before = e.version();
+    let old: Vec<String> = e
+        .inventory()
+        .endpoints()
+        .iter()
+        .map(|x| x.address.clone())
+        .collect();
+    let mut specs = guide_specs();
+    specs.reverse();
+    specs.pop();
+    let retired = e.replace_inventory(Inventory::from_specs(&specs).unwrap());
+    assert_eq!(retired, old, "index i of the old inventory is retired[i]");
+    assert_ne!(
+        e.version(),
+        before,
+        "indices now refer to another inventory"
+    );
+    assert_eq!(e.inventory().len(), 3);
+}
+
+#[test]
+fn end_index_undoes_begin() {
+    let mut e = guide_engine(&zone_region());
+    e.begin(2);
+    e.begin(2);
+    e.end_index(2);
+    e.end_index(7); // out of range: ignored
+    assert_eq!(e.active.get(2), Some(&1));
+}

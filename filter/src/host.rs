@@ -40,7 +40,12 @@ pub trait Host {
     /// `get_property`: raw bytes, `None` when the property does not exist.
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError>;
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError>;
-    /// Sets (`Some`) or removes (`None`) a request header.
+    /// A response header's raw value (`on_http_response_headers`), `None`
+    /// when absent. The filter reads only `:status` this way: one buffer
+    /// instead of `response.code` (a property read, ~2x the host work).
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    /// Sets (`Some`) or removes (`None`) a request header. Envoy's replace
+    /// removes every value the header had; a remove returns no buffer.
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
     /// Ends the request here with a local reply.
     fn send_local_reply(&mut self, status: u32, body: &str) -> Result<(), HostError>;
@@ -81,5 +86,35 @@ pub mod decode {
 
     pub fn string(bytes: &[u8]) -> Option<String> {
         std::str::from_utf8(bytes).ok().map(str::to_string)
+    }
+
+    /// `:status` as Envoy writes it: 3 ASCII digits. Anything else is `None`.
+    pub fn status(bytes: &[u8]) -> Option<u16> {
+        let [a, b, c] = <[u8; 3]>::try_from(bytes).ok()?;
+        let digit = |d: u8| d.is_ascii_digit().then(|| u16::from(d - b'0'));
+        Some(digit(a)? * 100 + digit(b)? * 10 + digit(c)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn status_is_three_ascii_digits() {
+        assert_eq!(decode::status(b"200"), Some(200));
+        assert_eq!(decode::status(b"503"), Some(503));
+        for bad in [
+            &b""[..],
+            b"20",
+            b"2000",
+            b"2x0",
+            b" 200",
+            &[0xff, b'0', b'0'],
+        ] {
+            assert_eq!(decode::status(bad), None, "{bad:?}");
+        }
     }
 }

@@ -17,8 +17,6 @@ pub enum Metric {
     InventoryUpdates,
     /// No endpoint could be picked: answered 503 "no healthy upstream".
     NoHealthy,
-    /// A client sent the steering header; it was removed.
-    ClientHeaderRemoved,
     /// Requests for a cluster without an inventory: left alone.
     Passthrough,
     /// Requests that Envoy retried onto another entry of the list.
@@ -27,7 +25,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    const ALL: [Metric; 11] = [
+    const ALL: [Metric; 10] = [
         Metric::Failovers,
         Metric::Ejections,
         Metric::Unejections,
@@ -35,7 +33,6 @@ impl Metric {
         Metric::InventoryErrors,
         Metric::InventoryUpdates,
         Metric::NoHealthy,
-        Metric::ClientHeaderRemoved,
         Metric::Passthrough,
         Metric::Retried,
         Metric::HostErrors,
@@ -50,7 +47,6 @@ impl Metric {
             Metric::InventoryErrors => "locality_failover.inventory_errors",
             Metric::InventoryUpdates => "locality_failover.inventory_updates",
             Metric::NoHealthy => "locality_failover.no_healthy_upstream",
-            Metric::ClientHeaderRemoved => "locality_failover.client_header_removed",
             Metric::Passthrough => "locality_failover.passthrough",
             Metric::Retried => "locality_failover.retried",
             Metric::HostErrors => "locality_failover.host_errors",

@@ -7,8 +7,12 @@
 //!   written only when a failure is counted or a streak is reset;
 //! - `<p>/<cluster>/table`: the [`EjectionTable`] as JSON, written only when
 //!   an endpoint is ejected or returns, or a sweep runs;
-//! - `<p>/<cluster>/epoch`: the table's generation, u64 LE. The request path
-//!   reads only this 8-byte key and fetches the table when it moved.
+//! - `<p>/<cluster>/epoch`: the table's generation, u64 LE, then the
+//!   "streaks dirtied" count, u64 LE: bumped each time a streak leaves zero.
+//!   A VM reads only this 16-byte key (at most once per
+//!   [`crate::filter::VIEW_REFRESH`] and on every tick), fetches the table
+//!   when the generation moved, and forgets which endpoints it knew to have
+//!   no streak when the dirtied count moved.
 //!
 //! Every write is a compare-and-swap on the token read with the value;
 //! on a mismatch the update is recomputed from the fresh value and retried.
@@ -69,6 +73,8 @@ pub struct SharedStore<'h> {
     keys: ClusterKeys,
     /// Incremented on each CAS retry, for the metric.
     pub cas_retries: u64,
+    /// The streaks as the last `update_streaks` left them (written or not).
+    pub last_streaks: Option<Streaks>,
 }
 
 impl<'h> SharedStore<'h> {
@@ -77,6 +83,7 @@ impl<'h> SharedStore<'h> {
             host,
             keys: keys.clone(),
             cas_retries: 0,
+            last_streaks: None,
         }
     }
 
@@ -92,10 +99,9 @@ impl<'h> SharedStore<'h> {
         self.keys.epoch().to_string()
     }
 
-    /// The table's generation as last published; the hot-path read.
+    /// The table's generation as last published.
     pub fn epoch(&self) -> Result<Option<u64>, HostError> {
-        let (value, _) = self.host.shared_data(&self.epoch_key())?;
-        Ok(value.and_then(|v| crate::host::decode::u64_le(&v)))
+        Ok(read_view(self.host, self.keys.epoch())?.map(|v| v.generation))
     }
 
     pub fn table(&self) -> Result<EjectionTable, HostError> {
@@ -125,25 +131,79 @@ impl<'h> SharedStore<'h> {
     }
 
     fn publish_epoch(&mut self, generation: u64) -> Result<(), HostError> {
+        self.update_view(&mut |view| {
+            // Generations only grow (wrapping after 2^64 writes); an epoch at
+            // or past this one needs no write.
+            let current = view.generation;
+            if view.present && current.wrapping_sub(generation) < u64::MAX / 2 {
+                return false;
+            }
+            view.generation = generation;
+            true
+        })
+    }
+
+    /// Counts a streak that left zero, so that VMs forget which endpoints
+    /// they knew to have none.
+    fn dirty_streaks(&mut self) -> Result<(), HostError> {
+        self.update_view(&mut |view| {
+            view.dirtied = view.dirtied.wrapping_add(1);
+            true
+        })
+    }
+
+    /// Read-modify-write of the epoch key (CAS, retried), keeping the field
+    /// `f` does not touch.
+    fn update_view(&mut self, f: &mut dyn FnMut(&mut View) -> bool) -> Result<(), HostError> {
         let key = self.epoch_key();
         for _ in 0..CAS_ATTEMPTS {
             let (value, cas) = self.host.shared_data(&key)?;
-            let current = value.and_then(|v| crate::host::decode::u64_le(&v));
-            // Generations only grow (wrapping after 2^64 writes); an epoch at
-            // or past this one needs no write.
-            if current.is_some_and(|c| c.wrapping_sub(generation) < u64::MAX / 2) {
+            let mut view = value.map(|v| View::decode(&v)).unwrap_or_default();
+            if !f(&mut view) {
                 return Ok(());
             }
-            match self
-                .host
-                .set_shared_data(&key, &generation.to_le_bytes(), cas)
-            {
+            match self.host.set_shared_data(&key, &view.encode(), cas) {
                 Ok(()) => return Ok(()),
                 Err(HostError::CasMismatch) => self.cas_retries += 1,
                 Err(e) => return Err(e),
             }
         }
         Err(HostError::CasMismatch)
+    }
+}
+
+/// The epoch key's value: what a VM compares to know its view is current.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct View {
+    /// The ejection table's generation.
+    pub generation: u64,
+    /// How many times a streak left zero (any endpoint of the cluster).
+    pub dirtied: u64,
+    /// Whether the key held a generation (internal: a missing key reads as
+    /// generation 0 for the writers).
+    present: bool,
+}
+
+impl View {
+    /// 8 bytes (generation only, as written before the dirtied count
+    /// existed) or 16; a shorter value is no generation, a missing count zero.
+    pub fn decode(bytes: &[u8]) -> View {
+        let generation = crate::host::decode::u64_le(bytes);
+        View {
+            generation: generation.unwrap_or(0),
+            dirtied: bytes
+                .get(8..)
+                .and_then(crate::host::decode::u64_le)
+                .unwrap_or(0),
+            present: generation.is_some(),
+        }
+    }
+
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.generation.to_le_bytes());
+        out[8..].copy_from_slice(&self.dirtied.to_le_bytes());
+        out
     }
 }
 
@@ -156,11 +216,17 @@ impl OutlierStore for SharedStore<'_> {
         let key = self.streak_key(address);
         for _ in 0..CAS_ATTEMPTS {
             let (value, cas) = self.host.shared_data(&key)?;
-            let mut s = value.map(|v| decode_streaks(&v)).unwrap_or_default();
+            let before = value.map(|v| decode_streaks(&v)).unwrap_or_default();
+            let mut s = before;
             if !f(&mut s) {
+                self.last_streaks = Some(s);
                 return Ok(());
             }
+            self.last_streaks = Some(s);
             match self.host.set_shared_data(&key, &encode_streaks(&s), cas) {
+                // After the streak is written: a VM that sees the new count
+                // and reads the streak finds it non-zero.
+                Ok(()) if before.is_zero() && !s.is_zero() => return self.dirty_streaks(),
                 Ok(()) => return Ok(()),
                 Err(HostError::CasMismatch) => self.cas_retries += 1,
                 Err(e) => return Err(e),
@@ -194,11 +260,11 @@ impl OutlierStore for SharedStore<'_> {
     }
 }
 
-/// The hot-path epoch read, with a precomputed key (no allocation besides
-/// the host's buffer).
-pub fn read_epoch(host: &dyn Host, epoch_key: &str) -> Result<Option<u64>, HostError> {
+/// The epoch read, with a precomputed key (no allocation besides the
+/// host's buffer). `None`: no generation published yet.
+pub fn read_view(host: &dyn Host, epoch_key: &str) -> Result<Option<View>, HostError> {
     let (value, _) = host.shared_data(epoch_key)?;
-    Ok(value.and_then(|v| crate::host::decode::u64_le(&v)))
+    Ok(value.map(|v| View::decode(&v)).filter(|v| v.present))
 }
 
 /// One endpoint's streaks by precomputed key (missing key: zero).
@@ -242,4 +308,30 @@ pub fn decode_streaks(bytes: &[u8]) -> Streaks {
 /// keeps traffic flowing; the next write replaces it.
 pub fn decode_table(bytes: &[u8]) -> EjectionTable {
     serde_json::from_slice(bytes).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn the_epoch_value_round_trips_and_reads_the_old_8_byte_form() {
+        let v = View::decode(
+            &View {
+                generation: 7,
+                dirtied: 3,
+                present: true,
+            }
+            .encode(),
+        );
+        assert_eq!((v.generation, v.dirtied, v.present), (7, 3, true));
+        let old = View::decode(&9u64.to_le_bytes());
+        assert_eq!((old.generation, old.dirtied, old.present), (9, 0, true));
+        let corrupt = View::decode(&[1, 2, 3]);
+        assert!(!corrupt.present, "too short: no generation");
+        let twelve = View::decode(&[0u8; 12]);
+        assert_eq!((twelve.generation, twelve.dirtied), (0, 0));
+    }
 }

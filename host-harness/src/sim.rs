@@ -91,6 +91,7 @@ pub struct SimHost<'a> {
     config: &'a [u8],
     faults: &'a Faults,
     pub headers: BTreeMap<String, String>,
+    response_headers: BTreeMap<String, String>,
     pub local_reply: Option<(u32, String)>,
     pub tick_period: Option<Duration>,
 }
@@ -116,6 +117,7 @@ impl<'a> SimHost<'a> {
             config,
             faults,
             headers: BTreeMap::new(),
+            response_headers: BTreeMap::new(),
             local_reply: None,
             tick_period: None,
         }
@@ -123,6 +125,12 @@ impl<'a> SimHost<'a> {
 
     pub fn set_response_property(&mut self, path: &[&str], value: Vec<u8>) {
         self.response.insert(prop_key(path), value);
+    }
+
+    /// A response header as `on_http_response_headers` sees it.
+    pub fn set_response_header(&mut self, name: &str, value: &str) {
+        self.response_headers
+            .insert(name.to_ascii_lowercase(), value.to_string());
     }
 }
 
@@ -152,6 +160,16 @@ impl Host for SimHost<'_> {
             return Err(fault("get_header_map_value"));
         }
         Ok(self.headers.get(&name.to_ascii_lowercase()).cloned())
+    }
+
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        if self.faults.fail_headers {
+            return Err(fault("get_header_map_value"));
+        }
+        Ok(self
+            .response_headers
+            .get(&name.to_ascii_lowercase())
+            .map(|v| v.as_bytes().to_vec()))
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
@@ -530,7 +548,8 @@ impl SimEnvoy {
             Some((code, _)) => (vec![], code, flags::NO_HEALTHY_UPSTREAM, None),
             None => self.route(steering.as_deref()),
         };
-        if let Some(state) = state {
+        if let Some(mut state) = state {
+            self.response_headers(worker, &mut state, status);
             self.finish(
                 worker,
                 &state,
@@ -631,6 +650,23 @@ impl SimEnvoy {
             .cloned();
         self.fallback_rr = self.fallback_rr.wrapping_add(1);
         h
+    }
+
+    /// `on_http_response_headers`: Envoy sends every answer, the router's
+    /// local replies included, through the filter's encode path.
+    fn response_headers(&mut self, worker: usize, state: &mut RequestState, status: u32) {
+        let Some(w) = self.workers.get_mut(worker) else {
+            return;
+        };
+        let mut host = SimHost::new(
+            &self.shared,
+            self.now,
+            &self.properties,
+            &self.config,
+            &self.faults,
+        );
+        host.set_response_header(":status", &status.to_string());
+        w.root.on_response_headers(&host, state);
     }
 
     fn finish(

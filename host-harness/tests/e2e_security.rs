@@ -114,7 +114,18 @@ fn override_host_list_from_the_client_is_replaced() {
         assert_eq!(status, 200);
         assert_eq!(body.trim(), "local", "client sent {value}");
     }
-    rig.assert_only_local(tries.len());
+    // The header twice: the filter never reads it, its replace must drop
+    // every value (Envoy's setCopy removes all, then adds one).
+    let (status, body) = rig.get(&[
+        ("x-locality-failover-hosts", &rogue),
+        ("x-locality-failover-hosts", &far),
+    ]);
+    assert_eq!(
+        (status, body.trim()),
+        (200, "local"),
+        "client sent it twice"
+    );
+    rig.assert_only_local(tries.len() + 1);
 }
 
 #[test]

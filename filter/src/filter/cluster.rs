@@ -6,11 +6,12 @@ use crate::engine::Engine;
 use crate::host::{Host, LogLevel};
 use crate::inventory::{Inventory, InventoryError};
 use crate::metrics::{Metric, Metrics};
+use crate::outlier::nanos;
 use crate::outlier::EjectionTable;
 use crate::properties;
 use crate::shared::{self, ClusterKeys, SharedStore};
 
-use super::{fnv1a, Configured, CONFIG_CLUSTER, INVENTORY_CHECK};
+use super::{fnv1a, Configured, CONFIG_CLUSTER, INVENTORY_CHECK, VIEW_REFRESH};
 
 pub(super) struct ClusterState {
     pub name: String,
@@ -20,17 +21,136 @@ pub(super) struct ClusterState {
     /// The inventory's `revision` leaf as last read, when the control plane sets one.
     revision: Option<Vec<u8>>,
     checked_at: u64,
+    /// When the `revision` leaf was last read (at most once per
+    /// [`VIEW_REFRESH`]), and what it said.
+    revision_read_at: u64,
+    revision_read: RevisionRead,
     /// When the cached ejection table says the next sweep is due.
     pub next_sweep: u64,
     pub keys: ClusterKeys,
+    /// When this VM last read the epoch key (0: read it on the next request).
+    view_read_at: u64,
+    /// The "streaks dirtied" count as last read.
+    dirtied: Option<u64>,
+    /// Per endpoint: equal to `clean_mark` when the endpoint is known to have
+    /// no failure streak (read as zero since the dirtied count last moved).
+    clean: Vec<u32>,
+    clean_mark: u32,
+    /// The addresses of the inventory before the last change, by the engine
+    /// version they belonged to: requests in flight across an inventory
+    /// change still name the endpoints they were steered to.
+    retired: Option<(u32, Vec<String>)>,
+}
+
+/// The `revision` leaf as last read, against the loaded inventory's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RevisionRead {
+    Absent,
+    Same,
+    /// Differs, or not read yet: read it again on the next request.
+    Differs,
+}
+
+/// The metadata namespace of the inventory (empty for an inline one).
+fn namespace_of(settings: &crate::config::Settings) -> &str {
+    match &settings.inventory {
+        crate::config::InventorySource::ClusterMetadata { namespace } => namespace,
+        _ => "",
+    }
 }
 
 impl ClusterState {
+    fn new(name: &str, engine: Engine, keys: ClusterKeys) -> Self {
+        let mut state = ClusterState {
+            name: name.to_string(),
+            engine,
+            metadata_hash: None,
+            revision: None,
+            checked_at: 0,
+            revision_read_at: 0,
+            revision_read: RevisionRead::Differs,
+            next_sweep: 0,
+            keys,
+            view_read_at: 0,
+            dirtied: None,
+            clean: Vec::new(),
+            clean_mark: 1,
+            retired: None,
+        };
+        state.reset_clean();
+        state
+    }
+
     /// Takes a freshly read ejection table as this VM's view. The one place
     /// a table reaches the engine.
     pub fn adopt(&mut self, table: &EjectionTable) {
         self.next_sweep = table.next_sweep;
         self.engine.apply_table(table);
+    }
+
+    /// Replaces the inventory, keeping the old addresses for requests in flight.
+    fn set_inventory(&mut self, inventory: Inventory) {
+        let version = self.engine.version();
+        self.retired = Some((version, self.engine.replace_inventory(inventory)));
+        self.reset_clean();
+    }
+
+    fn reset_clean(&mut self) {
+        self.clean = vec![0; self.engine.inventory().len()];
+        self.clean_mark = 1;
+    }
+
+    /// The address of endpoint `index` of inventory `version` (the current
+    /// one or the one before).
+    pub fn address(&self, version: u32, index: usize) -> Option<&str> {
+        if version == self.engine.version() {
+            return self.engine.endpoint(index).map(|e| e.address.as_str());
+        }
+        let (retired, addresses) = self.retired.as_ref()?;
+        (*retired == version)
+            .then(|| addresses.get(index))
+            .flatten()
+            .map(String::as_str)
+    }
+
+    /// Least-request bookkeeping: the request steered to `index` of
+    /// inventory `version` ended.
+    pub fn end(&mut self, version: u32, index: usize) {
+        if version == self.engine.version() {
+            self.engine.end_index(index);
+        } else if let Some((_, addresses)) = self.retired.as_ref().filter(|(v, _)| *v == version) {
+            if let Some(address) = addresses.get(index) {
+                self.engine.end(address);
+            }
+        }
+    }
+
+    /// Whether endpoint `index` (current inventory) is known to have no streak.
+    pub fn is_clean(&self, index: usize) -> bool {
+        self.clean.get(index) == Some(&self.clean_mark)
+    }
+
+    pub fn mark_clean(&mut self, index: usize) {
+        if let Some(c) = self.clean.get_mut(index) {
+            *c = self.clean_mark;
+        }
+    }
+
+    /// Some streak may have left zero: nothing is known clean any more.
+    pub fn forget_clean(&mut self) {
+        self.clean_mark = self.clean_mark.wrapping_add(1);
+        if self.clean_mark == 0 {
+            self.clean.iter_mut().for_each(|c| *c = 0);
+            self.clean_mark = 1;
+        }
+    }
+
+    /// Takes the dirtied count as read; a moved count forgets the clean set.
+    fn observe_dirtied(&mut self, dirtied: u64) {
+        if self.dirtied != Some(dirtied) {
+            self.dirtied = Some(dirtied);
+            self.forget_clean();
+        }
     }
 }
 
@@ -89,24 +209,20 @@ impl Configured {
         let index = match self.clusters.find(name) {
             Some(index) => {
                 if let Some(state) = self.clusters.at_mut(index) {
-                    state.engine.set_inventory(inventory, None);
+                    state.set_inventory(inventory);
                 }
                 index
             }
-            None => self.clusters.push(ClusterState {
-                name: name.to_string(),
-                engine: Engine::new(
+            None => self.clusters.push(ClusterState::new(
+                name,
+                Engine::new(
                     self.settings.policy.clone(),
                     self.own_labels.clone(),
                     inventory,
                     seed,
                 ),
-                metadata_hash: None,
-                revision: None,
-                checked_at: 0,
-                next_sweep: 0,
-                keys: ClusterKeys::new(&self.settings.shared_prefix, name),
-            }),
+                ClusterKeys::new(&self.settings.shared_prefix, name),
+            )),
         };
         self.prepare_shared(host, metrics, index);
         index
@@ -177,12 +293,26 @@ impl Configured {
         }
     }
 
-    /// Reads the 8-byte epoch; fetches the table only when it moved.
-    pub(super) fn refresh_ejections(
+    /// Brings this VM's view of the shared outlier state up to date: reads
+    /// the epoch key (at most once per [`VIEW_REFRESH`] unless `force`),
+    /// fetches the table only when its generation moved, and forgets the
+    /// known-clean endpoints when a streak left zero somewhere.
+    ///
+    /// Bounded staleness: between two reads (≤ 1 ms apart while requests
+    /// flow, and on every tick) an ejection or a first failure recorded by
+    /// another worker is not seen yet. A request steered in that window can
+    /// go to an endpoint another worker has just ejected (Envoy's own
+    /// detector applies ejections on the main thread and posts host sets to
+    /// the workers, which takes a comparable time), and a success in that
+    /// window on an endpoint believed clean does not reset a streak another
+    /// worker has just started.
+    pub(super) fn refresh_view(
         &mut self,
         host: &mut dyn Host,
         metrics: &Metrics,
         index: usize,
+        now: u64,
+        force: bool,
     ) {
         if self.settings.policy.outlier.is_none() {
             return;
@@ -190,8 +320,15 @@ impl Configured {
         let Some(state) = self.clusters.at_mut(index) else {
             return;
         };
-        let epoch = match shared::read_epoch(host, state.keys.epoch()) {
-            Ok(epoch) => epoch,
+        if !force
+            && state.view_read_at != 0
+            && now.saturating_sub(state.view_read_at) < nanos(VIEW_REFRESH)
+        {
+            return;
+        }
+        state.view_read_at = now;
+        let view = match shared::read_view(host, state.keys.epoch()) {
+            Ok(view) => view,
             Err(e) => {
                 host.log(
                     LogLevel::Warn,
@@ -201,7 +338,11 @@ impl Configured {
                 return;
             }
         };
-        if epoch.is_none() || state.engine.table_generation() == epoch {
+        let Some(view) = view else {
+            return;
+        };
+        state.observe_dirtied(view.dirtied);
+        if state.engine.table_generation() == Some(view.generation) {
             return;
         }
         match SharedStore::new(host, &state.keys).table() {
@@ -236,12 +377,10 @@ impl Configured {
         now: u64,
         seed: u64,
     ) -> Option<usize> {
-        let crate::config::InventorySource::ClusterMetadata { namespace } =
-            &self.settings.inventory
+        let crate::config::InventorySource::ClusterMetadata { .. } = &self.settings.inventory
         else {
             return self.clusters.find(CONFIG_CLUSTER);
         };
-        let namespace = namespace.clone();
         let cluster = match host.property(properties::CLUSTER_NAME) {
             // The host's buffer becomes the String: no copy.
             Ok(Some(b)) => String::from_utf8(b).ok()?,
@@ -258,25 +397,15 @@ impl Configured {
                 return None;
             }
         };
-        // A control plane that versions the inventory (`revision`) is
-        // noticed on the next request; otherwise the metadata is compared
-        // once per INVENTORY_CHECK.
-        let revision = host
-            .property(&properties::metadata_revision(&namespace))
-            .ok()
-            .flatten();
         let known = self.clusters.find(&cluster);
-        let due = match known.and_then(|i| self.clusters.at(i)) {
-            None => true,
-            Some(s) => match &revision {
-                Some(r) => s.revision.as_ref() != Some(r),
-                None => now.saturating_sub(s.checked_at) >= crate::outlier::nanos(INVENTORY_CHECK),
-            },
-        };
-        if due {
-            if let Some(state) = known.and_then(|i| self.clusters.at_mut(i)) {
-                state.revision.clone_from(&revision);
-            }
+        if inventory_due(
+            &mut self.clusters,
+            host,
+            namespace_of(&self.settings),
+            known,
+            now,
+        ) {
+            let namespace = namespace_of(&self.settings).to_string();
             self.load_metadata(host, metrics, &cluster, &namespace, now, seed);
         }
         let found = self.clusters.find(&cluster);
@@ -368,4 +497,49 @@ impl Configured {
             }
         }
     }
+}
+
+/// Whether a known cluster's inventory must be looked at again. A
+/// control plane that versions the inventory (`revision`) is noticed
+/// within [`VIEW_REFRESH`] (the leaf is read at most that often);
+/// otherwise the metadata is compared once per [`INVENTORY_CHECK`].
+fn inventory_due(
+    clusters: &mut Clusters,
+    host: &dyn Host,
+    namespace: &str,
+    known: Option<usize>,
+    now: u64,
+) -> bool {
+    let state = known.and_then(|i| clusters.at_mut(i));
+    let stale = |s: &ClusterState| now.saturating_sub(s.checked_at) >= nanos(INVENTORY_CHECK);
+    if let Some(s) = &state {
+        let recent =
+            s.revision_read_at != 0 && now.saturating_sub(s.revision_read_at) < nanos(VIEW_REFRESH);
+        match s.revision_read {
+            RevisionRead::Same if recent => return false,
+            RevisionRead::Absent if recent => return stale(s),
+            _ => {}
+        }
+    }
+    let revision = host
+        .property(&properties::metadata_revision(namespace))
+        .ok()
+        .flatten();
+    let Some(s) = state else {
+        return true;
+    };
+    s.revision_read_at = now;
+    let due = match &revision {
+        Some(r) => s.revision.as_ref() != Some(r),
+        None => stale(s),
+    };
+    if due {
+        s.revision.clone_from(&revision);
+    }
+    s.revision_read = match &revision {
+        None => RevisionRead::Absent,
+        Some(r) if s.revision.as_ref() == Some(r) => RevisionRead::Same,
+        Some(_) => RevisionRead::Differs,
+    };
+    due
 }

@@ -20,24 +20,67 @@ impl Configured {
         metrics: &Metrics,
         request: &RequestState,
     ) {
-        if self.unchanged_success(host, request) {
+        if request.config != self.id {
+            // Steered under a configuration since replaced: its cluster
+            // table and endpoint indices are gone.
             return;
         }
+        let Some(state) = self.clusters.at(request.cluster) else {
+            return;
+        };
+        // The endpoints the request was steered to are unknown when the
+        // inventory changed twice while it was in flight.
+        let inventory = request.inventory;
+        if !request
+            .entries()
+            .all(|i| state.address(inventory, i).is_some())
+        {
+            return;
+        }
+        // In route-header mode Envoy spreads attempts inside a backend and
+        // only the last one is attributed: the count is not needed.
+        let route_header = self.settings.steering.mode == SteeringMode::RouteHeader;
+        let answer = Answer {
+            code: request.status.unwrap_or_else(|| read_code(host)),
+            attempts: (!route_header)
+                .then(|| read_u64(host, properties::ATTEMPT_COUNT))
+                .flatten(),
+        };
+        if self.unchanged_success(host, request, answer) {
+            return;
+        }
+        self.attribute_and_record(host, metrics, request, answer);
+    }
+
+    /// The full path: reads what else Envoy says about the answer,
+    /// attributes it to the entries tried and feeds the detector.
+    fn attribute_and_record(
+        &mut self,
+        host: &mut dyn Host,
+        metrics: &Metrics,
+        request: &RequestState,
+        known: Answer,
+    ) {
+        let Some(state) = self.clusters.at_mut(request.cluster) else {
+            return;
+        };
+        let list: Vec<String> = request
+            .entries()
+            .filter_map(|i| state.address(request.inventory, i).map(str::to_string))
+            .collect();
         let shape = retry_shape(self.settings.steering.mode);
         let answer = read_answer(
             host,
             &self.settings.steering.address_prefix,
-            request.list.first(),
+            list.first(),
             shape,
+            known,
         );
-        let index = self.clusters.find(&request.cluster);
-        let state = index.and_then(|i| self.clusters.at_mut(i));
-        if let (Some(state), Some(first)) = (state, request.list.first()) {
-            state.engine.end(first);
+        if let Some(first) = request.first() {
+            state.end(request.inventory, first);
         }
-        let outcomes = attribute(&request.list, &answer, shape);
-        let moved = request
-            .list
+        let outcomes = attribute(&list, &answer, shape);
+        let moved = list
             .first()
             .zip(answer.upstream.as_ref())
             .is_some_and(|(a, b)| a != b);
@@ -47,9 +90,10 @@ impl Configured {
         let Some(outlier) = &self.settings.policy.outlier else {
             return;
         };
-        let Some((index, state)) = index.and_then(|i| Some((i, self.clusters.at(i)?))) else {
-            return;
-        };
+        if outcomes.iter().any(|(_, o)| !o.is_success()) {
+            // This VM is about to start streaks: nothing it knew clean stays so.
+            state.forget_clean();
+        }
         let (ejected, errors) = record_outcomes(host, state, outlier, &outcomes);
         if !ejected.is_empty() {
             for (address, why) in &ejected {
@@ -57,12 +101,13 @@ impl Configured {
                     LogLevel::Info,
                     &format!(
                         "locality-failover: {}: ejected {address} ({why:?})",
-                        request.cluster
+                        state.name
                     ),
                 );
             }
             metrics.add(host, Metric::Ejections, ejected.len() as i64);
-            self.refresh_ejections(host, metrics, index);
+            let now = host.now_nanos();
+            self.refresh_view(host, metrics, request.cluster, now, true);
         }
         if errors > 0 {
             host.log(
@@ -73,49 +118,65 @@ impl Configured {
         }
     }
 
-    /// The common case, settled with two property reads and one shared read
-    /// and no allocation besides the host's buffers: a single attempt, to
-    /// the first entry of the list, answered below 500, for an endpoint whose
-    /// streaks that success does not change. Returns `false` (having changed
-    /// nothing) when the full path is needed.
-    fn unchanged_success(&mut self, host: &mut dyn Host, request: &RequestState) -> bool {
-        if self.settings.steering.mode == SteeringMode::RouteHeader {
+    /// The common case, settled with the status (from the response headers),
+    /// the attempt count and at most one shared read, and no allocation
+    /// besides the host's buffers: a single attempt, to the first entry of
+    /// the list, answered below 500, for an endpoint whose streaks that
+    /// success does not change. An endpoint this VM knows to have no streak
+    /// (see [`super::cluster::ClusterState::is_clean`]) needs no shared read.
+    /// Returns `false` (having changed nothing) when the full path is needed.
+    fn unchanged_success(
+        &mut self,
+        host: &mut dyn Host,
+        request: &RequestState,
+        answer: Answer,
+    ) -> bool {
+        if self.settings.steering.mode == SteeringMode::RouteHeader
+            || answer.attempts != Some(1)
+            || !(100..500).contains(&answer.code)
+        {
             return false;
         }
-        let Some(first) = request.list.first() else {
+        let Some(first) = request.first() else {
             return false;
         };
-        let attempts = read_u64(host, properties::ATTEMPT_COUNT);
-        if attempts != Some(1) {
-            return false;
-        }
-        let code = read_code(host);
-        if !(100..500).contains(&code) {
-            return false;
-        }
-        let Some(index) = self.clusters.find(&request.cluster) else {
-            return true;
-        };
-        let Some(state) = self.clusters.at_mut(index) else {
+        let Some(state) = self.clusters.at_mut(request.cluster) else {
             return true;
         };
         if let Some(outlier) = &self.settings.policy.outlier {
-            if state.engine.contains(first) {
+            let current = request.inventory == state.engine.version();
+            let Some(address) = state.address(request.inventory, first) else {
+                return false;
+            };
+            if state.engine.contains(address) && !(current && state.is_clean(first)) {
                 let key = &mut self.scratch.key;
-                state.keys.streak_into(key, first);
-                let Ok(current) = shared::read_streaks(host, key) else {
+                state.keys.streak_into(key, address);
+                let Ok(streaks) = shared::read_streaks(host, key) else {
                     return false;
                 };
-                let mut next = current;
-                let detections = next.record(Outcome::Http(code), outlier);
-                if next != current || detections != [None, None] {
+                let mut next = streaks;
+                let detections = next.record(Outcome::Http(answer.code), outlier);
+                if next != streaks || detections != [None, None] {
                     return false;
+                }
+                if current && streaks.is_zero() {
+                    state.mark_clean(first);
                 }
             }
         }
-        state.engine.end(first);
+        state.end(request.inventory, first);
         true
     }
+}
+
+/// What `on_log` knows before deciding between the common case and the
+/// full path.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    /// The downstream status (0 when there is none).
+    code: u16,
+    /// `upstream.request_attempt_count`.
+    attempts: Option<u64>,
 }
 
 /// How Envoy's retries move through what the filter wrote.
@@ -131,11 +192,28 @@ type Ejected = Vec<(String, Vec<Detection>)>;
 
 /// Counts each outcome in the shared streaks; returns the endpoints this
 /// request ejected (with the detectors that fired) and the failed updates.
+/// A success on an endpoint known clean changes nothing and is skipped; a
+/// success that leaves a streak at zero makes the endpoint known clean.
 fn record_outcomes(
+    host: &mut dyn Host,
+    state: &mut ClusterState,
+    outlier: &OutlierConfig,
+    outcomes: &[(String, Outcome)],
+) -> (Ejected, i64) {
+    let mut clean = Vec::new();
+    let result = record_each(host, state, outlier, outcomes, &mut clean);
+    for index in clean {
+        state.mark_clean(index);
+    }
+    result
+}
+
+fn record_each(
     host: &mut dyn Host,
     state: &ClusterState,
     outlier: &OutlierConfig,
     outcomes: &[(String, Outcome)],
+    clean: &mut Vec<usize>,
 ) -> (Ejected, i64) {
     let engine = &state.engine;
     let present = |a: &str| engine.contains(a);
@@ -153,10 +231,19 @@ fn record_outcomes(
     let mut errors = 0;
     let mut store = SharedStore::new(host, &state.keys);
     for (address, outcome) in outcomes {
-        if !engine.contains(address) {
+        let Some(index) = engine.index_of(address) else {
+            continue;
+        };
+        if outcome.is_success() && state.is_clean(index) {
             continue;
         }
-        match detector::record(&mut store, outlier, address, *outcome, now, &view) {
+        let recorded = detector::record(&mut store, outlier, address, *outcome, now, &view);
+        let zero = store.last_streaks.is_some_and(|s| s.is_zero());
+        if outcome.is_success() && zero && recorded.as_ref().is_ok_and(|r| r.detections.is_empty())
+        {
+            clean.push(index);
+        }
+        match recorded {
             Ok(r) if r.ejected() => ejected.push((
                 address.clone(),
                 r.detections
@@ -189,17 +276,17 @@ fn read_code(host: &dyn Host) -> u16 {
         .unwrap_or(0)
 }
 
-/// Reads Envoy's final answer. The common case, one attempt answered below
-/// 500, needs two property reads: the attempt went to the first entry the
-/// filter wrote, and no response flag can change its outcome.
+/// Reads the rest of Envoy's final answer. The common case, one attempt
+/// answered below 500, needs nothing more: the attempt went to the first
+/// entry the filter wrote, and no response flag can change its outcome.
 fn read_answer(
     host: &dyn Host,
     address_prefix: &str,
     first: Option<&String>,
     shape: RetryShape,
+    known: Answer,
 ) -> FinalAnswer {
-    let code = read_code(host);
-    let attempts = read_u64(host, properties::ATTEMPT_COUNT);
+    let Answer { code, attempts } = known;
     if let (Some(1), Some(first), true) = (attempts, first, shape != RetryShape::Unknown) {
         if (100..500).contains(&code) {
             return FinalAnswer {

@@ -8,8 +8,10 @@
 //!
 //! - [`cluster`]: per-cluster state, inventory loading and the shared
 //!   ejection view;
-//! - [`request`]: `on_http_request_headers` (strip, pick, write the header);
-//! - [`log`]: `on_log` (Envoy's answer back into the outlier detector);
+//! - [`request`]: `on_http_request_headers` (pick, write the header, which
+//!   replaces any client value);
+//! - [`log`]: `on_http_response_headers` (`:status`) and `on_log` (Envoy's
+//!   answer back into the outlier detector);
 //! - [`node`]: the proxy's own labels.
 
 mod cluster;
@@ -21,15 +23,20 @@ use std::time::Duration;
 
 use crate::config::{InventorySource, OutlierConfig, Settings, LABEL_REGION};
 use crate::engine::Engine;
-use crate::host::{Host, LogLevel};
+use crate::host::{decode, Host, LogLevel};
 use crate::inventory::{Inventory, Labels};
 use crate::metrics::{Metric, Metrics};
 
 use cluster::Clusters;
-pub use request::{encode_steering, RequestState};
+pub use request::{encode_steering, RequestState, MAX_LIST};
 
 /// How often a VM re-reads the cluster metadata to notice a new inventory.
 pub const INVENTORY_CHECK: Duration = Duration::from_secs(1);
+/// How stale a VM's view of shared state may get while requests flow: the
+/// epoch key (ejections, streaks dirtied) and the inventory's `revision`
+/// leaf are read at most this often per cluster, and the epoch on every
+/// tick. Requests closer together than this share one read.
+pub const VIEW_REFRESH: Duration = Duration::from_millis(1);
 /// Cluster key used when the inventory comes from the plugin configuration.
 pub const CONFIG_CLUSTER: &str = "config";
 
@@ -37,6 +44,8 @@ pub struct FilterRoot {
     state: State,
     metrics: Metrics,
     seed: u64,
+    /// Configurations accepted so far; requests remember which one steered them.
+    accepted: u32,
 }
 
 enum State {
@@ -48,6 +57,8 @@ enum State {
 
 /// Everything an accepted configuration builds, in one place.
 struct Configured {
+    /// Which accepted configuration this is (see [`FilterRoot::accepted`]).
+    id: u32,
     settings: Settings,
     own_labels: Labels,
     clusters: Clusters,
@@ -64,6 +75,7 @@ impl FilterRoot {
             state: State::Unconfigured,
             metrics: Metrics::default(),
             seed,
+            accepted: 0,
         }
     }
 
@@ -95,7 +107,9 @@ impl FilterRoot {
     pub fn on_configure(&mut self, host: &mut dyn Host) -> bool {
         self.metrics.define(host);
         match self.build(host) {
-            Ok(configured) => {
+            Ok(mut configured) => {
+                self.accepted = self.accepted.wrapping_add(1);
+                configured.id = self.accepted;
                 self.state = State::Configured(Box::new(configured));
                 true
             }
@@ -127,6 +141,7 @@ impl FilterRoot {
             );
         }
         let mut configured = Configured {
+            id: 0,
             clusters: Clusters::default(),
             configured_at: host.now_nanos(),
             scratch: request::Scratch::default(),
@@ -153,13 +168,15 @@ impl FilterRoot {
     }
 
     /// `on_tick`: interval sweeps (the first VM to see one due runs it for
-    /// all clusters' views).
+    /// all clusters' views), then every cluster's view is brought up to date.
     pub fn on_tick(&mut self, host: &mut dyn Host) {
         let State::Configured(c) = &mut self.state else {
             return;
         };
+        let now = host.now_nanos();
         for index in 0..c.clusters.len() {
             c.sweep(host, &self.metrics, index);
+            c.refresh_view(host, &self.metrics, index, now, true);
         }
     }
 
@@ -173,6 +190,44 @@ impl FilterRoot {
             }
             State::Configured(c) => c.on_request_headers(host, &self.metrics, self.seed),
         }
+    }
+
+    /// `on_http_response_headers`: remembers `:status` for `on_log` (one
+    /// header read instead of the `response.code` property there).
+    pub fn on_response_headers(&self, host: &dyn Host, request: &mut RequestState) {
+        if let Ok(Some(bytes)) = host.response_header(":status") {
+            request.status = decode::status(&bytes);
+        }
+    }
+
+    /// The addresses a request was steered to, pick first (for the
+    /// harness; empty when its configuration or inventory is gone).
+    pub fn request_addresses(&self, request: &RequestState) -> Vec<String> {
+        let Some(c) = self.configured().filter(|c| c.id == request.config) else {
+            return Vec::new();
+        };
+        let Some(state) = c.clusters.at(request.cluster) else {
+            return Vec::new();
+        };
+        request
+            .entries()
+            .filter_map(|i| state.address(request.inventory, i).map(str::to_string))
+            .collect()
+    }
+
+    /// A request steered to `addresses` of `cluster` (priority 0), as if
+    /// `on_http_request_headers` had written them: for tests that drive
+    /// `on_log` by hand. `None` for an unknown cluster or address.
+    pub fn request_state(&self, cluster: &str, addresses: &[&str]) -> Option<RequestState> {
+        let c = self.configured()?;
+        let index =
+            (0..c.clusters.len()).find(|i| c.clusters.at(*i).is_some_and(|s| s.name == cluster))?;
+        let engine = &c.clusters.at(index)?.engine;
+        let mut request = RequestState::new(c.id, index, engine.version(), 0);
+        for address in addresses {
+            request.push(engine.index_of(address)?);
+        }
+        Some(request)
     }
 
     /// `on_log`: attributes Envoy's final answer to the endpoints tried and

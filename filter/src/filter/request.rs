@@ -11,13 +11,69 @@ use crate::metrics::{Metric, Metrics};
 
 use super::Configured;
 
-/// What a request carries from its headers to its end.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Most entries a request remembers (`steering.max_hosts` is at most 16).
+pub const MAX_LIST: usize = 16;
+
+/// What a request carries from its headers to its end: indices, no
+/// strings, so steering a request allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestState {
-    pub cluster: String,
-    /// Endpoint addresses written, in order (pick first).
-    pub list: Vec<String>,
+    /// Which accepted configuration steered it ([`super::FilterRoot`] counts them).
+    pub(super) config: u32,
+    /// The cluster's slot in the configuration's cluster table.
+    pub(super) cluster: usize,
+    /// The engine's inventory version `hosts` index into.
+    pub(super) inventory: u32,
+    /// Endpoint indices written, in order (pick first); empty in
+    /// route-header mode (Envoy picks inside the backend).
+    hosts: [u32; MAX_LIST],
+    len: u8,
     pub priority: u32,
+    /// `:status` from `on_http_response_headers`, when they went through
+    /// the filter; `on_log` reads `response.code` otherwise.
+    pub(super) status: Option<u16>,
+}
+
+impl RequestState {
+    pub(super) fn new(config: u32, cluster: usize, inventory: u32, priority: u32) -> Self {
+        RequestState {
+            config,
+            cluster,
+            inventory,
+            hosts: [0; MAX_LIST],
+            len: 0,
+            priority,
+            status: None,
+        }
+    }
+
+    /// Appends an entry; entries past [`MAX_LIST`] are not remembered.
+    pub(super) fn push(&mut self, index: usize) {
+        let (Some(slot), Ok(index)) = (
+            self.hosts.get_mut(usize::from(self.len)),
+            u32::try_from(index),
+        ) else {
+            return;
+        };
+        *slot = index;
+        self.len += 1;
+    }
+
+    /// The endpoint indices written, pick first.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = usize> + '_ {
+        self.hosts
+            .iter()
+            .take(usize::from(self.len))
+            .map(|i| *i as usize)
+    }
+
+    pub fn first(&self) -> Option<usize> {
+        self.entries().next()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Buffers the request path reuses.
@@ -79,17 +135,25 @@ pub fn encode_steering(
 }
 
 impl Configured {
+    /// Steers one request. The steering header is written with a replace,
+    /// which drops every value a client sent; when nothing is written the
+    /// header is removed. Neither returns a buffer, so a client's header is
+    /// never read.
     pub(super) fn on_request_headers(
         &mut self,
         host: &mut dyn Host,
         metrics: &Metrics,
         seed: u64,
     ) -> Option<RequestState> {
-        // Never let a client choose the upstream: drop any steering value it
-        // sent before anything else.
-        if !strip_client_header(metrics, host, &self.settings.steering.header) {
+        let steered = self.steer(host, metrics, seed);
+        if steered.is_none() && !remove_client_header(metrics, host, &self.settings.steering.header)
+        {
             return None;
         }
+        steered
+    }
+
+    fn steer(&mut self, host: &mut dyn Host, metrics: &Metrics, seed: u64) -> Option<RequestState> {
         // One clock read serves the whole callback.
         let now = host.now_nanos();
         let index = self.cluster_for_request(host, metrics, now, seed)?;
@@ -100,7 +164,7 @@ impl Configured {
         {
             self.sweep(host, metrics, index);
         }
-        self.refresh_ejections(host, metrics, index);
+        self.refresh_view(host, metrics, index, now, false);
         self.pick_and_steer(host, metrics, index)
     }
 
@@ -131,15 +195,14 @@ impl Configured {
                 return None;
             }
         }
-        let list = match steering.mode {
-            SteeringMode::RouteHeader => Vec::new(),
-            _ => scratch
+        let mut request = RequestState::new(self.id, index, state.engine.version(), pick.priority);
+        if steering.mode != SteeringMode::RouteHeader {
+            let known = scratch
                 .hosts
                 .iter()
-                .filter_map(|i| state.engine.endpoint(*i).map(|e| e.address.clone()))
-                .collect(),
-        };
-        state.engine.begin(pick.endpoint);
+                .filter(|i| state.engine.endpoint(**i).is_some());
+            known.for_each(|i| request.push(*i));
+        }
         if let Err(e) = host.set_request_header(&steering.header, Some(&scratch.value)) {
             host.log(
                 LogLevel::Error,
@@ -148,12 +211,9 @@ impl Configured {
             metrics.inc(host, Metric::HostErrors);
             return None;
         }
+        state.engine.begin(pick.endpoint);
         metrics.request(host, pick.priority);
-        Some(RequestState {
-            cluster: state.name.clone(),
-            list,
-            priority: pick.priority,
-        })
+        Some(request)
     }
 }
 
@@ -165,28 +225,18 @@ pub(super) fn strip_default_headers(metrics: &Metrics, host: &mut dyn Host) {
         DEFAULT_ORIGINAL_DST_HEADER,
         DEFAULT_ROUTE_HEADER,
     ] {
-        if !strip_client_header(metrics, host, header) {
+        if !remove_client_header(metrics, host, header) {
             return;
         }
     }
 }
 
-/// Removes a client-sent steering header. When that cannot be done the
-/// request is answered 503 here (fail closed) and `false` is returned.
-fn strip_client_header(metrics: &Metrics, host: &mut dyn Host, header: &str) -> bool {
-    let present = match host.request_header(header) {
-        Ok(v) => v.is_some(),
-        // Cannot tell: remove it anyway.
-        Err(_) => true,
-    };
-    if !present {
-        return true;
-    }
+/// Removes any client-sent value of a steering header (a remove returns no
+/// buffer, so it is not read first). When that cannot be done the request
+/// is answered 503 here (fail closed) and `false` is returned.
+fn remove_client_header(metrics: &Metrics, host: &mut dyn Host, header: &str) -> bool {
     match host.set_request_header(header, None) {
-        Ok(()) => {
-            metrics.inc(host, Metric::ClientHeaderRemoved);
-            true
-        }
+        Ok(()) => true,
         Err(e) => {
             host.log(
                 LogLevel::Error,

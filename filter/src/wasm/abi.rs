@@ -18,6 +18,8 @@ const CAS_MISMATCH: u32 = 8;
 
 /// `proxy_wasm::types::MapType::HttpRequestHeaders`.
 const REQUEST_HEADERS: u32 = 0;
+/// `proxy_wasm::types::MapType::HttpResponseHeaders`.
+const RESPONSE_HEADERS: u32 = 2;
 /// `proxy_wasm::types::BufferType::PluginConfiguration`.
 const PLUGIN_CONFIGURATION: u32 = 7;
 
@@ -183,19 +185,20 @@ fn property_with(path: &[&str], serialized: &mut Vec<u8>) -> Result<Option<Vec<u
 }
 
 pub fn request_header(name: &str) -> Result<Option<String>, HostError> {
+    Ok(header(REQUEST_HEADERS, name)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+pub fn response_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    header(RESPONSE_HEADERS, name)
+}
+
+fn header(map: u32, name: &str) -> Result<Option<Vec<u8>>, HostError> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: key bytes live for the call; out pointers are valid.
-    let status = unsafe {
-        proxy_get_header_map_value(
-            REQUEST_HEADERS,
-            name.as_ptr(),
-            name.len(),
-            &mut data,
-            &mut size,
-        )
-    };
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
     match status {
-        OK => Ok(unsafe { take(data, size) }.map(|b| String::from_utf8_lossy(&b).into_owned())),
+        OK => Ok(unsafe { take(data, size) }),
         NOT_FOUND => Ok(None),
         s => Err(fail("get_header_map_value", s)),
     }

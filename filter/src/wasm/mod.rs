@@ -34,6 +34,9 @@ impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
         abi::request_header(name)
     }
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        abi::response_header(name)
+    }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         abi::set_request_header(name, value)
     }
@@ -139,6 +142,13 @@ impl HttpContext for Request {
         } else {
             Action::Continue
         }
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let (Some(state), Ok(root)) = (self.state.as_mut(), self.root.try_borrow()) {
+            root.on_response_headers(&WasmHost::default(), state);
+        }
+        Action::Continue
     }
 
     fn on_log(&mut self) {

@@ -618,8 +618,9 @@ impl Harness {
             0 => {}
             1 => host.set_response_property(&["upstream", "address"], inp.bytes(24).to_vec()),
             2 => host.set_response_property(&["upstream", "address"], DECOY.as_bytes().to_vec()),
-            _ if !state.list.is_empty() => {
-                let a = state.list[inp.below(state.list.len())].clone();
+            _ if !self.manual.request_addresses(&state).is_empty() => {
+                let list = self.manual.request_addresses(&state);
+                let a = list[inp.below(list.len())].clone();
                 let v = if inp.bool() {
                     format!("{prefix}{a}")
                 } else {

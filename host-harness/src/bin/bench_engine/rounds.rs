@@ -1,0 +1,186 @@
+//! Several Envoy processes per configuration, measured in interleaved
+//! rounds. One process of a configuration can sit ~±2.5 µs/request off the
+//! others for its whole life (code layout, ../shared/spec/perf-profile.md):
+//! interleaving removes drift, only more processes average that out. So a
+//! configuration is measured on `processes` processes, one generation at a
+//! time (one process per configuration, all warmed up, then `repeats`
+//! rounds a, b, c, a, b, c, ...), and reported as the median over every
+//! sample with the min-max spread.
+
+use std::collections::BTreeMap;
+
+use crate::measure::{measure, pin, run_wrk, Measurement};
+use crate::report::{median, progress};
+use host_harness::envoy::{EnvoyOptions, EnvoyProcess, Generated, Layout};
+
+pub(crate) struct EnvoyParams {
+    pub(crate) concurrency: u32,
+    pub(crate) connections: u32,
+    pub(crate) wrk_threads: u32,
+    pub(crate) seconds: u32,
+    pub(crate) warmup: u32,
+    /// Rounds per process.
+    pub(crate) repeats: usize,
+    /// Envoy processes per configuration (one after the other).
+    pub(crate) processes: usize,
+    /// CPUs for Envoy; None: not pinned.
+    pub(crate) envoy_cpus: Option<String>,
+    /// CPUs for wrk and the upstream; None: not pinned.
+    pub(crate) client_cpus: Option<String>,
+}
+
+/// A configuration to measure: its name, Envoy config and directory.
+pub(crate) type Config = (String, Generated, Layout);
+
+/// A check run on each process after its rounds (e.g. the filter's stats).
+pub(crate) type Check<'a> = &'a dyn Fn(&str, &EnvoyProcess) -> Result<(), String>;
+
+/// Samples per configuration, each tagged with its process generation.
+#[derive(Default)]
+pub(crate) struct Results {
+    by_name: BTreeMap<String, Vec<(usize, Measurement)>>,
+}
+
+impl Results {
+    fn values(&self, name: &str, f: fn(&Measurement) -> f64) -> Vec<f64> {
+        self.by_name
+            .get(name)
+            .map(|ms| ms.iter().map(|(_, m)| f(m)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The median over every sample of `name`.
+    pub(crate) fn median(&self, name: &str, f: fn(&Measurement) -> f64) -> f64 {
+        median(&mut self.values(name, f))
+    }
+
+    /// (min, max) over every sample of `name`.
+    pub(crate) fn range(&self, name: &str, f: fn(&Measurement) -> f64) -> (f64, f64) {
+        let v = self.values(name, f);
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (min, max)
+    }
+
+    /// The median of each process generation's samples of `name`.
+    fn per_process(&self, name: &str, f: fn(&Measurement) -> f64) -> BTreeMap<usize, f64> {
+        let mut by: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        for (process, m) in self.by_name.get(name).into_iter().flatten() {
+            by.entry(*process).or_default().push(f(m));
+        }
+        by.into_iter()
+            .map(|(p, mut v)| (p, median(&mut v)))
+            .collect()
+    }
+
+    /// `num / den` per process generation (processes measured side by
+    /// side): (min, max).
+    pub(crate) fn ratio_range(
+        &self,
+        num: &str,
+        den: &str,
+        f: fn(&Measurement) -> f64,
+    ) -> (f64, f64) {
+        let d = self.per_process(den, f);
+        let ratios: Vec<f64> = self
+            .per_process(num, f)
+            .iter()
+            .filter_map(|(p, n)| d.get(p).map(|d| n / d))
+            .collect();
+        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (min, max)
+    }
+
+    /// Requests and errors over every sample of `name`.
+    pub(crate) fn totals(&self, name: &str) -> (u64, u64) {
+        let ms = self.by_name.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        (
+            ms.iter().map(|(_, m)| m.requests).sum(),
+            ms.iter().map(|(_, m)| m.errors).sum(),
+        )
+    }
+}
+
+/// Measures every configuration on `p.processes` processes each.
+pub(crate) fn run_rounds(
+    p: &EnvoyParams,
+    configs: &[Config],
+    tck: f64,
+    check: Check<'_>,
+) -> Result<Results, String> {
+    let mut results = Results::default();
+    for process in 0..p.processes.max(1) {
+        // Rotate the order per generation: no configuration always goes first.
+        let mut order: Vec<&Config> = configs.iter().collect();
+        order.rotate_left(process % configs.len().max(1));
+        let envoys = start_generation(p, &order)?;
+        for round in 0..p.repeats {
+            for (name, envoy, url) in &envoys {
+                let m = measure(envoy, url, p, tck)?;
+                progress(&format!(
+                    "concurrency {} process {} round {} {name}: {:.2} µs CPU/req, p50 {:.0} µs, p99 {:.0} µs, {:.0} req/s, {} requests, {} errors",
+                    p.concurrency, process + 1, round + 1, m.cpu_us_per_req, m.p50_us, m.p99_us, m.rps, m.requests, m.errors
+                ));
+                results
+                    .by_name
+                    .entry(name.clone())
+                    .or_default()
+                    .push((process, m));
+            }
+        }
+        for (name, envoy, _) in &envoys {
+            check(name, envoy)?;
+        }
+    }
+    Ok(results)
+}
+
+/// Starts one process per configuration, pinned, and warms each up.
+fn start_generation(
+    p: &EnvoyParams,
+    configs: &[&Config],
+) -> Result<Vec<(String, EnvoyProcess, String)>, String> {
+    let mut envoys = Vec::new();
+    for (name, generated, layout) in configs {
+        let opts = EnvoyOptions {
+            concurrency: p.concurrency,
+            log_level: "error".into(),
+            ..EnvoyOptions::default()
+        };
+        let envoy =
+            EnvoyProcess::start(layout, generated, &opts).map_err(|e| format!("{name}: {e}"))?;
+        pin(envoy.pid(), p.envoy_cpus.as_deref().unwrap_or("0-1"));
+        let addr = envoy.listener().map_err(|e| e.to_string())?;
+        envoys.push((name.clone(), envoy, format!("http://{addr}/")));
+    }
+    for (name, _, url) in &envoys {
+        progress(&format!(
+            "concurrency {}: warm-up {name} ({}s)",
+            p.concurrency, p.warmup
+        ));
+        run_wrk(
+            url,
+            p.connections,
+            p.wrk_threads,
+            p.warmup,
+            p.client_cpus.as_deref(),
+        )?;
+    }
+    Ok(envoys)
+}
+
+pub(crate) fn envoy_phases(seconds: u32, repeats: usize, processes: usize) -> [EnvoyParams; 2] {
+    let phase = |concurrency, envoy_cpus: Option<&str>, client_cpus: Option<&str>| EnvoyParams {
+        concurrency,
+        connections: 8,
+        wrk_threads: 1,
+        seconds,
+        warmup: 2,
+        repeats,
+        processes,
+        envoy_cpus: envoy_cpus.map(str::to_string),
+        client_cpus: client_cpus.map(str::to_string),
+    };
+    [phase(1, Some("1"), Some("0")), phase(2, None, None)]
+}
