@@ -66,6 +66,11 @@ pub fn encode_steering(
                 return Err(SteeringError::EmptyList);
             }
         }
+        SteeringMode::StatefulSession => {
+            let pick = hosts.first().and_then(|i| engine.endpoint(*i));
+            let pick = pick.ok_or(SteeringError::EmptyList)?;
+            crate::session::encode_into(&steering.address_prefix, &pick.address, value);
+        }
         SteeringMode::RouteHeader => {
             let backend = hosts
                 .first()
@@ -122,6 +127,11 @@ impl Configured {
             let _ = host.send_local_reply(503, "no healthy upstream");
             return None;
         };
+        if pick.panic && steering.mode == SteeringMode::StatefulSession {
+            // Envoy's session filter ignores a host it holds unhealthy, so a
+            // priority in panic is left to Envoy's own balancer.
+            return None;
+        }
         match encode_steering(steering, &state.engine, &scratch.hosts, &mut scratch.value) {
             Ok(()) => {}
             Err(SteeringError::EmptyList) => return None,
