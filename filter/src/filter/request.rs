@@ -3,7 +3,7 @@
 
 use crate::config::{
     Steering, SteeringMode, DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_OVERRIDE_HEADER,
-    DEFAULT_ROUTE_HEADER,
+    DEFAULT_ROUTE_HEADER, DEFAULT_SESSION_HEADER,
 };
 use crate::engine::Engine;
 use crate::host::{Host, LogLevel};
@@ -174,6 +174,7 @@ pub(super) fn strip_default_headers(metrics: &Metrics, host: &mut dyn Host) {
         DEFAULT_OVERRIDE_HEADER,
         DEFAULT_ORIGINAL_DST_HEADER,
         DEFAULT_ROUTE_HEADER,
+        DEFAULT_SESSION_HEADER,
     ] {
         if !strip_client_header(metrics, host, header) {
             return;
