@@ -136,3 +136,7 @@ pub(super) fn refuse_envoy_fields(inv: &InventoryConfig, source: &str) -> Result
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[path = "envoy_source_tests.rs"]
+mod tests;
