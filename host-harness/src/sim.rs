@@ -50,7 +50,8 @@ pub struct HttpCall {
 pub enum AdminAnswer {
     /// An HTTP answer, delivered at once.
     Reply { status: u32, body: Vec<u8> },
-    /// No answer: Envoy ends the call at its timeout with no headers.
+    /// No answer: Envoy 1.40 ends the call at its timeout with a local
+    /// `504` ("upstream request timeout"), as measured.
     Hang,
     /// The call cannot even be sent (unknown cluster: Envoy's BadArgument).
     Refuse,
@@ -601,6 +602,7 @@ impl SimEnvoy {
             };
             let response = match &self.admin {
                 Some(AdminAnswer::Reply { status, body }) => (Some(*status), body.clone()),
+                Some(AdminAnswer::Hang) => (Some(504), b"upstream request timeout".to_vec()),
                 _ => (None, Vec::new()),
             };
             let size = response.1.len();

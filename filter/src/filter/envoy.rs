@@ -312,8 +312,10 @@ impl Configured {
         } else {
             ""
         };
+        // Warn, not info: the proxy's own locality is a guess an operator
+        // should see at Envoy's default log level.
         host.log(
-            LogLevel::Info,
+            LogLevel::Warn,
             &format!("locality-failover: own locality inferred from Istio's EDS priorities of {name}:{text}{partial}"),
         );
     }
@@ -325,11 +327,18 @@ fn read_answer(
     source: &EnvoySource,
     body_size: usize,
 ) -> Result<Vec<(String, Vec<AdminHost>)>, String> {
-    let status = host
-        .http_call_status()
-        .map_err(|e| format!("cannot read the admin's answer: {e}"))?;
+    // Envoy 1.40 hands over no header map (BadArgument) when it dropped an
+    // answer larger than its async client's buffer (measured with 50 MB).
+    let status = host.http_call_status().map_err(|e| {
+        format!(
+            "no usable answer from cluster {:?} ({e}): Envoy drops answers larger than its async-client buffer",
+            source.admin_cluster
+        )
+    })?;
     match status {
-        None => {
+        // Envoy 1.40 answers a call that times out with a local 504
+        // ("upstream request timeout"); no headers at all when it fails.
+        None | Some(504) => {
             return Err(format!(
                 "no answer from cluster {:?} within {:?}",
                 source.admin_cluster, source.timeout
