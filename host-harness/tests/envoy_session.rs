@@ -20,6 +20,8 @@ use host_harness::envoy::{
 use locality_failover::session;
 use serde_json::{json, Value};
 
+// Only `wasm()` is used here.
+#[allow(dead_code)]
 mod common;
 use common::wasm;
 
