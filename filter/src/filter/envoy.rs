@@ -29,8 +29,6 @@ pub(super) struct Poller {
     adopted: HashMap<String, u64>,
     /// Routed clusters this VM already recorded (or found the list full).
     noted: Vec<String>,
-    /// The failing condition last logged; logged again only when it changes.
-    condition: Option<String>,
     locality_settled: bool,
 }
 
@@ -50,7 +48,6 @@ impl Poller {
             adopted_version: None,
             adopted: HashMap::new(),
             noted: Vec::new(),
-            condition: None,
             locality_settled: false,
         }
     }
@@ -59,20 +56,22 @@ impl Poller {
         nanos(self.source.poll_interval * 3 + self.source.timeout)
     }
 
-    /// Logs a failing condition once per change, and counts every failure.
+    /// Counts every failure; logs a condition once per change, per Envoy
+    /// (the last one logged is kept in shared data: the lease may move).
     fn fail(&mut self, host: &mut dyn Host, metrics: &Metrics, condition: String) {
         metrics.inc(host, Metric::InventoryPollErrors);
-        if self.condition.as_ref() != Some(&condition) {
+        if poll::first_to_record(host, &self.keys.condition, &condition) {
             host.log(
                 LogLevel::Warn,
                 &format!("locality-failover: envoy inventory: {condition}; keeping the last good inventory"),
             );
-            self.condition = Some(condition);
         }
     }
 
     fn recovered(&mut self, host: &mut dyn Host) {
-        if self.condition.take().is_some() {
+        let failing =
+            matches!(host.shared_data(&self.keys.condition), Ok((Some(v), _)) if !v.is_empty());
+        if failing && poll::first_to_record(host, &self.keys.condition, "") {
             host.log(
                 LogLevel::Info,
                 "locality-failover: envoy inventory: the admin answers again",
@@ -91,8 +90,8 @@ impl Configured {
         };
         let now = host.now_nanos();
         if let Some(f) = &p.in_flight {
-            // Envoy answers every call (a timeout is an empty answer); this
-            // only guards against an answer that never comes.
+            // Envoy answers every call (a timeout is a local 504); this only
+            // guards against an answer that never comes.
             if now.saturating_sub(f.sent_at) < p.lease_ttl() {
                 return;
             }
@@ -312,6 +311,9 @@ impl Configured {
         } else {
             ""
         };
+        if !poll::first_to_record(host, &p.keys.locality, &text) {
+            return;
+        }
         // Warn, not info: the proxy's own locality is a guess an operator
         // should see at Envoy's default log level.
         host.log(
