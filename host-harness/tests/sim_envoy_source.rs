@@ -69,7 +69,7 @@ fn config() -> Value {
     json!({
         "trafficPolicy": {
             "loadBalancer": {"simple": "ROUND_ROBIN", "localityLbSetting": {"enabled": true}},
-            "outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "30s"}},
+            "outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}},
         "inventory": {"source": "envoy", "adminCluster": "prometheus_stats", "pollInterval": "1s"},
         "steering": {"mode": "stateful-session", "header": HEADER}})
 }
@@ -437,4 +437,26 @@ fn configuration_reference_defaults() {
     assert_eq!(src.max_response_bytes, 4 * 1024 * 1024);
     assert!(src.clusters.is_empty());
     assert_eq!(s.steering.header, HEADER);
+}
+
+#[test]
+fn a_retried_session_request_counts_against_the_pick() {
+    let mut e = envoy(1, &guide());
+    e.retry = Some(host_harness::sim::RetryPolicy {
+        attempts: 2,
+        retry_on: vec!["5xx".into()],
+    });
+    warm(&mut e);
+    e.upstreams.insert(address("10.0.0.1"), Behavior::Http(503));
+    // Each request: the pick answers 503, Envoy's retry goes to its
+    // balancer (another host answers 200): the client sees 200, the filter
+    // counts a failure of its pick and ejects it after 5.
+    for _ in 0..5 {
+        let out = e.request(&[]);
+        assert_eq!(out.status, 200);
+        assert_eq!(out.attempts.first(), Some(&address("10.0.0.1")));
+    }
+    assert_eq!(lock(&e.shared).metric("locality_failover.ejections"), 1);
+    assert_eq!(lock(&e.shared).metric("locality_failover.retried"), 5);
+    assert_eq!(picked(&mut e), address("10.0.0.2"));
 }
