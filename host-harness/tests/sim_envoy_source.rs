@@ -460,3 +460,24 @@ fn a_retried_session_request_counts_against_the_pick() {
     assert_eq!(lock(&e.shared).metric("locality_failover.retried"), 5);
     assert_eq!(picked(&mut e), address("10.0.0.2"));
 }
+
+#[test]
+fn an_unchanged_answer_is_not_published_again() {
+    let mut e = envoy(2, &guide());
+    warm(&mut e);
+    let version = |e: &SimEnvoy| {
+        let s = lock(&e.shared);
+        let v = s.get("locality-failover/@envoy/version").unwrap();
+        u64::from_le_bytes(v.try_into().unwrap())
+    };
+    assert_eq!(version(&e), 1);
+    e.advance(PERIOD * 5);
+    assert!(lock(&e.shared).http_calls.len() >= 6);
+    assert_eq!(version(&e), 1, "same hosts: same version");
+    e.admin = Some(AdminAnswer::Reply {
+        status: 200,
+        body: dump(&guide()[1..]),
+    });
+    e.advance(PERIOD * 2);
+    assert_eq!(version(&e), 2);
+}

@@ -25,6 +25,9 @@ pub(super) struct Poller {
     in_flight: Option<InFlight>,
     last_poll: Option<u64>,
     adopted_version: Option<u64>,
+    /// Hash of what this VM last published: an unchanged answer is not
+    /// published again, so the other VMs do not re-read it every period.
+    published: Option<u64>,
     /// Per cluster: hash of the hosts last installed.
     adopted: HashMap<String, u64>,
     /// Routed clusters this VM already recorded (or found the list full).
@@ -46,6 +49,7 @@ impl Poller {
             in_flight: None,
             last_poll: None,
             adopted_version: None,
+            published: None,
             adopted: HashMap::new(),
             noted: Vec::new(),
             locality_settled: false,
@@ -161,10 +165,15 @@ impl Configured {
             Ok(c) => c,
             Err(condition) => return p.fail(host, metrics, condition),
         };
+        p.recovered(host);
+        let hash = fnv1a(&poll::encode(0, &clusters));
+        if p.published == Some(hash) {
+            return;
+        }
         if let Err(e) = poll::publish(host, &p.keys, &clusters) {
             return p.fail(host, metrics, format!("cannot publish: {e}"));
         }
-        p.recovered(host);
+        p.published = Some(hash);
         self.adopt_published(host, metrics, seed);
     }
 
