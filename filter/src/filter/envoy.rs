@@ -32,6 +32,7 @@ pub(super) struct Poller {
     adopted: HashMap<String, u64>,
     /// Routed clusters this VM already recorded (or found the list full).
     noted: Vec<String>,
+    routed_error_logged: bool,
     locality_settled: bool,
 }
 
@@ -52,6 +53,7 @@ impl Poller {
             published: None,
             adopted: HashMap::new(),
             noted: Vec::new(),
+            routed_error_logged: false,
             locality_settled: false,
         }
     }
@@ -212,10 +214,14 @@ impl Configured {
                     p.noted.push(name);
                 }
                 Err(e) => {
-                    host.log(
-                        LogLevel::Warn,
-                        &format!("locality-failover: routed clusters: {e}"),
-                    );
+                    // Retried by the next request; logged once per VM.
+                    if !p.routed_error_logged {
+                        p.routed_error_logged = true;
+                        host.log(
+                            LogLevel::Warn,
+                            &format!("locality-failover: routed clusters: {e}"),
+                        );
+                    }
                     metrics.inc(host, Metric::HostErrors);
                 }
             }
