@@ -478,3 +478,22 @@ fn an_unchanged_answer_is_not_published_again() {
     e.advance(PERIOD * 2);
     assert_eq!(version(&e), 2);
 }
+
+#[test]
+fn no_common_region_at_priority_0_is_logged_as_unknown() {
+    let mut e = envoy(
+        2,
+        &[
+            h("10.0.0.1", "us-east-1a", 0),
+            h("10.1.0.1", "us-west-2a", 0),
+        ],
+    );
+    warm(&mut e);
+    let labels = e.root(0).unwrap().own_labels().unwrap().clone();
+    assert_eq!(labels.get("topology.kubernetes.io/region"), None);
+    assert_eq!(
+        warnings_about(&e, "own locality is unknown"),
+        1,
+        "once per Envoy"
+    );
+}

@@ -307,6 +307,13 @@ impl Configured {
             .iter()
             .find_map(|(name, hosts)| Some((name, priority0_locality(hosts)?)))
         else {
+            if clusters.iter().any(|(_, hosts)| !hosts.is_empty()) {
+                p.locality_settled = true;
+                let text = "unknown";
+                if poll::first_to_record(host, &p.keys.locality, text) {
+                    host.log(LogLevel::Warn, "locality-failover: the proxy's own locality is unknown (no `locality` in config, none on the node, and Istio's priority-0 hosts share no region): ranking treats its region/zone as empty");
+                }
+            }
             return;
         };
         p.locality_settled = true;
