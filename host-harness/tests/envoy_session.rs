@@ -411,6 +411,7 @@ fn follows_eds(rig: &Rig) {
     let took = rig
         .until_steered_to("b", PERIOD * 4)
         .expect("pick moved to b");
+    eprintln!("pick moved after {took:?} (period {PERIOD:?})");
     assert!(
         took <= PERIOD * 2 + Duration::from_millis(300),
         "took {took:?}"
@@ -421,6 +422,7 @@ fn follows_eds(rig: &Rig) {
     let took = rig
         .until_steered_to("d", PERIOD * 4)
         .expect("pick moved to d");
+    eprintln!("pick moved after {took:?} (period {PERIOD:?})");
     assert!(
         took <= PERIOD * 2 + Duration::from_millis(300),
         "took {took:?}"
