@@ -52,6 +52,10 @@ pub enum RetryShape {
     SameAddress,
     /// Attempts are spread by Envoy inside a backend: only the last one is known.
     Unknown,
+    /// Stateful session: the first attempt went to the pick (when Envoy
+    /// honoured it), retries to hosts Envoy's balancer chose; only the
+    /// last one's address is known (`upstream.address`).
+    PickThenBalancer,
 }
 
 /// The outcome of the final attempt, or `None` when no upstream answered
@@ -124,6 +128,18 @@ pub fn attribute(
                 }
             }
         }
+        RetryShape::PickThenBalancer => {
+            // A retried request: the pick's attempt failed (Envoy retries
+            // only failures), unless the pick also served the last attempt.
+            if let Some(pick) = list.first() {
+                if attempts > 1 && answer.upstream.as_ref() != Some(pick) {
+                    out.push((pick.clone(), Outcome::ConnectFailed));
+                }
+            }
+            if let (Some(outcome), Some(upstream)) = (last, &answer.upstream) {
+                out.push((upstream.clone(), outcome));
+            }
+        }
         RetryShape::Unknown => {
             if let (Some(outcome), Some(upstream)) = (last, &answer.upstream) {
                 out.push((upstream.clone(), outcome));
@@ -189,6 +205,35 @@ mod tests {
                 ("a".to_string(), Outcome::ConnectFailed),
                 ("b".to_string(), Outcome::ConnectFailed),
             ]
+        );
+    }
+
+    #[test]
+    fn session_retry_fails_the_pick_and_credits_the_balancers_host() {
+        let retried = FinalAnswer {
+            code: 200,
+            upstream: Some("b".into()),
+            attempts: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            attribute(&list(&["a"]), &retried, RetryShape::PickThenBalancer),
+            vec![
+                ("a".to_string(), Outcome::ConnectFailed),
+                ("b".to_string(), Outcome::Http(200)),
+            ]
+        );
+        // Envoy did not honour the pick (it held it unhealthy): one attempt
+        // elsewhere, nothing against the pick.
+        let overridden = FinalAnswer {
+            code: 200,
+            upstream: Some("b".into()),
+            attempts: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            attribute(&list(&["a"]), &overridden, RetryShape::PickThenBalancer),
+            vec![("b".to_string(), Outcome::Http(200))]
         );
     }
 

@@ -377,9 +377,12 @@ impl Configured {
         now: u64,
         seed: u64,
     ) -> Option<usize> {
-        let crate::config::InventorySource::ClusterMetadata { .. } = &self.settings.inventory
-        else {
-            return self.clusters.find(CONFIG_CLUSTER);
+        match &self.settings.inventory {
+            crate::config::InventorySource::ClusterMetadata { .. } => {}
+            crate::config::InventorySource::Envoy(_) => {
+                return self.envoy_cluster_for_request(host, metrics)
+            }
+            crate::config::InventorySource::Config(_) => return self.clusters.find(CONFIG_CLUSTER),
         };
         let cluster = match host.property(properties::CLUSTER_NAME) {
             // The host's buffer becomes the String: no copy.

@@ -185,6 +185,7 @@ fn retry_shape(mode: SteeringMode) -> RetryShape {
         SteeringMode::OverrideHost => RetryShape::NextEntry,
         SteeringMode::OriginalDst => RetryShape::SameAddress,
         SteeringMode::RouteHeader => RetryShape::Unknown,
+        SteeringMode::StatefulSession => RetryShape::PickThenBalancer,
     }
 }
 
@@ -287,7 +288,8 @@ fn read_answer(
     known: Answer,
 ) -> FinalAnswer {
     let Answer { code, attempts } = known;
-    if let (Some(1), Some(first), true) = (attempts, first, shape != RetryShape::Unknown) {
+    let pinned = matches!(shape, RetryShape::NextEntry | RetryShape::SameAddress);
+    if let (Some(1), Some(first), true) = (attempts, first, pinned) {
         if (100..500).contains(&code) {
             return FinalAnswer {
                 code,
