@@ -155,7 +155,33 @@ fn cluster_hosts(cla: &Value) -> Result<(String, Vec<AdminHost>), AdminError> {
             });
         }
     }
-    Ok((name.to_string(), hosts))
+    Ok((name.to_string(), merge_duplicates(hosts)))
+}
+
+/// Hosts that share an address become one. istiod writes one east-west
+/// gateway endpoint per remote locality, all with the gateway's address
+/// (`tests/golden/istiod/multi-network`), and Envoy's session override
+/// finds a host by its address alone, so the filter can only steer to the
+/// address: it keeps the best (lowest) priority's locality, sums the
+/// weights, and holds it healthy if any of them is.
+fn merge_duplicates(hosts: Vec<AdminHost>) -> Vec<AdminHost> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<AdminHost> = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let Some(kept) = seen.get(&host.address).and_then(|i| out.get_mut(*i)) else {
+            seen.insert(host.address.clone(), out.len());
+            out.push(host);
+            continue;
+        };
+        let weight = kept.weight.saturating_add(host.weight);
+        let healthy = kept.healthy || host.healthy;
+        if host.priority < kept.priority {
+            *kept = host;
+        }
+        kept.weight = weight;
+        kept.healthy = healthy;
+    }
+    out
 }
 
 fn host_error(cluster: &str, index: usize, message: &str) -> AdminError {

@@ -148,3 +148,49 @@ fn every_single_byte_mutation_of_a_capture_is_survived() {
         }
     }
 }
+
+/// istiod's own EDS for the multi-network case (the golden file), wrapped
+/// as the config dump wraps a `ClusterLoadAssignment`.
+const MULTI_NETWORK_EDS: &str =
+    include_str!("../../tests/golden/istiod/multi-network/endpoints.json");
+
+#[test]
+fn east_west_gateway_hosts_sharing_an_address_become_one() {
+    let cla: Value = serde_json::from_str(MULTI_NETWORK_EDS).unwrap();
+    let dump = serde_json::json!({"configs": [{"dynamic_endpoint_configs":
+        cla.as_array().unwrap().iter().map(|c| serde_json::json!({"endpoint_config": c})).collect::<Vec<_>>()}]});
+    let (_, hosts) = only(dump.to_string().as_bytes());
+    let gateways: Vec<&AdminHost> = hosts.iter().filter(|h| h.remote_network).collect();
+    // istiod wrote one gateway endpoint per remote locality (us-west-2a,
+    // us-west-2b), both at the gateway's address.
+    assert_eq!(gateways.len(), 1, "{hosts:?}");
+    let gateway = gateways[0];
+    assert!(gateway
+        .address
+        .starts_with("envoy://inner_connect_originate/"));
+    assert_eq!(gateway.weight, 2);
+    let mut seen = std::collections::BTreeSet::new();
+    assert!(hosts.iter().all(|h| seen.insert(h.address.clone())));
+    // The inventory built from it is accepted (duplicates were refused whole).
+    let specs: Vec<_> = hosts
+        .iter()
+        .map(|h| h.to_spec(Some("cluster1-network")))
+        .collect();
+    assert!(crate::inventory::Inventory::from_specs(&specs).is_ok());
+}
+
+#[test]
+fn duplicates_keep_the_best_priority_and_any_health() {
+    let host = |priority, healthy, zone: &str| AdminHost {
+        address: "gw:15008".into(),
+        zone: zone.into(),
+        weight: 3,
+        priority,
+        healthy,
+        ..Default::default()
+    };
+    let merged = merge_duplicates(vec![host(2, false, "b"), host(1, true, "a")]);
+    assert_eq!(merged.len(), 1);
+    assert_eq!((merged[0].priority, merged[0].zone.as_str()), (1, "a"));
+    assert_eq!((merged[0].weight, merged[0].healthy), (6, true));
+}
