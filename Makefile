@@ -9,7 +9,7 @@ SCENARIOS_SHARED := $(wildcard ../shared/scenarios/*.json)
 SCENARIOS_OWN := $(wildcard tests/scenarios/*.json)
 RUNNER := $(CARGO) run -q --release -p host-harness --
 
-.PHONY: all setup build test unit clippy scenarios wasm-test e2e bench demo oci fuzz fuzz-short soak lint clean
+.PHONY: all setup build test unit clippy scenarios wasm-test e2e bench demo oci fuzz fuzz-short soak lint clean istiod-golden
 
 all: build
 
@@ -83,3 +83,10 @@ lint:
 clean:
 	$(CARGO) clean
 	rm -rf build
+
+## istiod-golden: regenerate tests/golden/istiod/ with istiod's own generator (needs Go;
+## the first run downloads Istio's modules into ~/go). `make test` only reads the files.
+istiod-golden:
+	cd tools/istiod-golden && PILOT_ENABLE_AMBIENT=true ISTIOD_GOLDEN_WRITE=1 go test -count=1 ./...
+	cd tools/istiod-golden && PILOT_ENABLE_AMBIENT=true go test -count=1 ./...
+	@echo "istiod-golden: tests/golden/istiod regenerated (a second run gave the same bytes)"
