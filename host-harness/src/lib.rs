@@ -9,3 +9,4 @@ pub mod runner;
 pub mod scenario;
 pub mod sim;
 pub mod sim_player;
+pub mod waypoint;

@@ -20,6 +20,8 @@ pub enum Mode {
     Envoy,
     /// Envoy's own load balancer and outlier detector, no filter.
     Native,
+    /// The `.wasm` on a waypoint-shaped Envoy made from istiod's golden xDS.
+    Waypoint,
 }
 
 impl FromStr for Mode {
@@ -29,6 +31,7 @@ impl FromStr for Mode {
             "sim" => Ok(Mode::Sim),
             "envoy" => Ok(Mode::Envoy),
             "native" => Ok(Mode::Native),
+            "waypoint" => Ok(Mode::Waypoint),
             other => Err(format!("unknown mode {other:?}")),
         }
     }
@@ -59,6 +62,7 @@ pub fn play(
             runner::play(&scenario, &mut player)
         }
         Mode::Envoy | Mode::Native => crate::real::play(&scenario, options),
+        Mode::Waypoint => crate::waypoint::play(&scenario, options),
     }
 }
 

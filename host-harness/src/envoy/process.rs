@@ -345,13 +345,15 @@ impl EnvoyProcess {
         let Some(list) = v.get("listener_statuses").and_then(Value::as_array) else {
             return false;
         };
+        // Internal listeners (`envoy_internal_address`) have no port.
         !list.is_empty()
             && list.iter().all(|l| {
-                l.get("local_address")
-                    .and_then(|a| a.pointer("/socket_address/port_value"))
-                    .and_then(as_u64)
-                    .unwrap_or(0)
-                    > 0
+                let a = l.get("local_address");
+                a.and_then(|a| a.get("envoy_internal_address")).is_some()
+                    || a.and_then(|a| a.pointer("/socket_address/port_value"))
+                        .and_then(as_u64)
+                        .unwrap_or(0)
+                        > 0
             })
     }
 

@@ -101,7 +101,7 @@ pub fn play(
     let mode = match options.mode {
         Mode::Envoy => "envoy",
         Mode::Native => "native",
-        Mode::Sim => return Err("the sim mode does not run on a real Envoy".into()),
+        Mode::Sim | Mode::Waypoint => return Err("not a mode of crate::real".into()),
     };
     if crate::envoy::envoy_binary().is_none() {
         return Err("envoy not found on PATH (or $ENVOY_BIN): run scripts/setup.sh".into());
@@ -136,7 +136,7 @@ pub fn play(
             let mut player = native_player::NativePlayer::start(scenario, &config, scale)?;
             runner::play(scenario, &mut player)
         }
-        Mode::Sim => Err("the sim mode does not run on a real Envoy".into()),
+        Mode::Sim | Mode::Waypoint => Err("not a mode of crate::real".into()),
     }
 }
 

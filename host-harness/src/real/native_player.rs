@@ -53,7 +53,7 @@ pub fn outlier_detection(o: &OutlierConfig) -> OutlierDetection {
     }
 }
 
-fn lb_policy(lb: IstioLb) -> LbPolicy {
+pub fn lb_policy(lb: IstioLb) -> LbPolicy {
     match lb {
         IstioLb::RoundRobin => LbPolicy::RoundRobin,
         IstioLb::LeastRequest => LbPolicy::LeastRequest,

@@ -138,6 +138,12 @@ impl Rig {
             .ok_or_else(|| format!("no upstream for endpoint {name}"))
     }
 
+    /// Another address Envoy logs for an endpoint (e.g. the internal
+    /// address `envoy://connect_originate/<ip:port>` of a waypoint).
+    pub fn alias(&mut self, address: String, name: String) {
+        self.names.insert(address, name);
+    }
+
     /// Endpoint name of an upstream `ip:port` (the address itself if unknown).
     pub fn name_of(&self, address: &str) -> String {
         self.names
