@@ -10,14 +10,24 @@
 //! cluster only (`EndpointsByNetworkFilter`, `AugmentLabels(nil, cluster,
 //! "", "", network)`).
 //!
-//! So the scenario applies when (1) the ranking by what Envoy sees and (2)
-//! the ranking istiod computes for gateway endpoints both equal the ranking
-//! by the full labels, (3) each remote locality group has one pod (the
-//! gateway, not Envoy, picks among several, and the attempts could not be
-//! told apart), and (4) no step relies on Envoy retrying a refused pod on
-//! `connect-failure`: behind the CONNECT tunnel a refused pod ends the
-//! tunnel after the internal connection was made, which the router reports
-//! as a reset (UC), not a connect failure (UF).
+//! Pods on another network reach a waypoint in one of two shapes
+//! ([`Shape`]): behind their network's east-west gateway (istiod 1.28+ with a
+//! known gateway), or as plain pods (istiod with no gateway for that
+//! network: the golden files). A scenario plays in the first shape that
+//! applies:
+//!
+//! 1. the ranking by what Envoy sees equals the ranking by the full labels
+//!    (in the flat shape Envoy cannot tell another network from its own);
+//! 2. gateway shape: istiod's ranking of gateway endpoints (network and
+//!    cluster only) equals it too, and each remote locality group has one
+//!    pod (the gateway, not Envoy, picks among several, and the attempts
+//!    could not be told apart);
+//! 3. any shape: no step relies on Envoy retrying a refused pod on
+//!    `connect-failure`: behind the CONNECT tunnel a refused pod ends the
+//!    tunnel after the internal connection was made, which the router
+//!    reports as a reset (UC), not a connect failure (UF).
+//!
+//! Otherwise the runner prints `SKIP` with the reasons.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -88,28 +98,88 @@ fn ranking_difference(full: &[(String, u32)], other: &[(String, u32)]) -> Option
     (!diff.is_empty()).then(|| diff.join(", "))
 }
 
-/// None when the scenario applies; else the reason it cannot.
-pub fn skip_reason(scenario: &Scenario) -> Result<Option<String>, String> {
-    let remote = remote_pods(scenario);
+/// How the pods on another network than the waypoint reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Behind their network's east-west gateway: istiod 1.28+ with a known
+    /// gateway writes one `inner_connect_originate` endpoint per locality
+    /// group (the filter can tell they are on another network).
+    Gateway,
+    /// As plain `connect_originate` pods: what istiod writes when it knows
+    /// no gateway for their network (the golden files' shape); Envoy cannot
+    /// tell their network from its own.
+    Flat,
+}
+
+/// The shape a scenario plays in (the gateway one when it applies, else
+/// the flat one), or why neither applies.
+pub fn decide(scenario: &Scenario) -> Result<Result<Shape, String>, String> {
+    if let Some(why) = common_reason(scenario) {
+        return Ok(Err(why));
+    }
+    let gateway = gateway_reason(scenario)?;
+    let Some(gateway) = gateway else {
+        return Ok(Ok(Shape::Gateway));
+    };
+    let flat = seen_reason(scenario, &BTreeSet::new(), "")?;
+    Ok(match flat {
+        None => Ok(Shape::Flat),
+        Some(flat) => Err(format!(
+            "behind east-west gateways: {gateway}; as plain endpoints (no gateway): {flat}"
+        )),
+    })
+}
+
+/// The remote pods of `shape` (none in the flat shape).
+pub fn remote_in(scenario: &Scenario, shape: Shape) -> BTreeSet<String> {
+    match shape {
+        Shape::Gateway => remote_pods(scenario),
+        Shape::Flat => BTreeSet::new(),
+    }
+}
+
+/// (1) The ranking by what Envoy sees: `remote` pods' network is only
+/// "not mine", every other pod's network is the waypoint's own.
+fn seen_reason(
+    scenario: &Scenario,
+    remote: &BTreeSet<String>,
+    context: &str,
+) -> Result<Option<String>, String> {
     let full = modes::ranking(scenario)?;
-    // (1) What Envoy (hence the filter) sees of each pod and of itself.
+    let own = scenario.client_labels.get(LABEL_NETWORK).cloned();
     let seen = ranking_with(
         scenario,
         keep(&scenario.client_labels, &SEEN_BY_ENVOY),
         |n, l| {
             let mut l = keep(l, &SEEN_BY_ENVOY);
-            if remote.contains(n) {
-                l.insert(LABEL_NETWORK.into(), OTHER_NETWORK.into());
+            match (remote.contains(n), &own) {
+                (true, _) => {
+                    l.insert(LABEL_NETWORK.into(), OTHER_NETWORK.into());
+                }
+                (false, Some(own)) => {
+                    l.insert(LABEL_NETWORK.into(), own.clone());
+                }
+                (false, None) => {
+                    l.remove(LABEL_NETWORK);
+                }
             }
             l
         },
     )?;
-    if let Some(d) = ranking_difference(&full, &seen) {
-        return Ok(Some(format!(
-            "its ranking needs labels Envoy never receives (EDS carries only locality, cluster id and gateway/no gateway; custom labels and hostnames stay in istiod): {d}"
-        )));
+    Ok(ranking_difference(&full, &seen).map(|d| {
+        format!(
+            "its ranking needs labels Envoy never receives (EDS carries locality, cluster id{context}; custom labels, hostnames and networks stay in istiod): {d}"
+        )
+    }))
+}
+
+fn gateway_reason(scenario: &Scenario) -> Result<Option<String>, String> {
+    let remote = remote_pods(scenario);
+    if let Some(why) = seen_reason(scenario, &remote, " and gateway or not")? {
+        return Ok(Some(why));
     }
     // (2) istiod's ranking of east-west gateway endpoints.
+    let full = modes::ranking(scenario)?;
     let istiod = ranking_with(scenario, scenario.client_labels.clone(), |n, l| {
         if remote.contains(n) {
             keep(l, &[LABEL_NETWORK, LABEL_CLUSTER])
@@ -119,7 +189,7 @@ pub fn skip_reason(scenario: &Scenario) -> Result<Option<String>, String> {
     })?;
     if let Some(d) = ranking_difference(&full, &istiod) {
         return Ok(Some(format!(
-            "other-network pods are behind an east-west gateway, which istiod ranks by network and cluster only, not by region/zone: {d}"
+            "istiod ranks an east-west gateway endpoint by network and cluster only, not by region/zone: {d}"
         )));
     }
     // (3) One remote pod per gateway endpoint.
@@ -137,11 +207,15 @@ pub fn skip_reason(scenario: &Scenario) -> Result<Option<String>, String> {
     }
     if let Some(g) = groups.values().find(|g| g.len() > 1) {
         return Ok(Some(format!(
-            "pods {} share one locality on another network: istiod gives them one east-west gateway endpoint, and the gateway, not Envoy, picks among them",
+            "pods {} share one locality on another network: istiod gives them one gateway endpoint, and the gateway, not Envoy, picks among them",
             g.join(", ")
         )));
     }
-    // (4) connect-failure retries of a refused pod.
+    Ok(None)
+}
+
+/// (4) connect-failure retries of a refused pod (any shape).
+fn common_reason(scenario: &Scenario) -> Option<String> {
     let retries_connect_only = scenario.retries.as_ref().is_some_and(|r| {
         r.retry_on.iter().any(|o| o == "connect-failure")
             && !r.retry_on.iter().any(|o| o == "5xx" || o == "reset")
@@ -150,12 +224,9 @@ pub fn skip_reason(scenario: &Scenario) -> Result<Option<String>, String> {
         .steps
         .iter()
         .any(|s| s.set.iter().any(|(_, st)| *st == EndpointState::Refused));
-    if retries_connect_only && refuses {
-        return Ok(Some(
-            "a refused pod behind the CONNECT tunnel is an upstream reset (UC) to the waypoint's router, not a connect failure (UF): retryOn connect-failure does not retry it".into(),
-        ));
-    }
-    Ok(None)
+    (retries_connect_only && refuses).then(|| {
+        "a refused pod behind the CONNECT tunnel is an upstream reset (UC) to the waypoint's router, not a connect failure (UF): retryOn connect-failure does not retry it".to_string()
+    })
 }
 
 #[cfg(test)]
@@ -176,7 +247,7 @@ mod tests {
             "seed-step6-outlier-ejection",
         ] {
             let s = load(&format!("../shared/scenarios/{f}.json"));
-            assert_eq!(skip_reason(&s).unwrap(), None, "{f}");
+            assert_eq!(decide(&s).unwrap(), Ok(Shape::Gateway), "{f}");
         }
     }
 
@@ -184,15 +255,21 @@ mod tests {
     fn custom_labels_and_hostnames_do_not() {
         for f in ["06-custom-label-prefix", "10-prefer-same-node"] {
             let s = load(&format!("tests/scenarios/{f}.json"));
-            let why = skip_reason(&s).unwrap().expect(f);
+            let why = decide(&s).unwrap().expect_err(f);
             assert!(why.contains("never receives"), "{f}: {why}");
         }
     }
 
     #[test]
+    fn without_a_network_ranking_pods_of_other_networks_play_flat() {
+        let s = load("tests/scenarios/11-default-locality-tiers.json");
+        assert_eq!(decide(&s).unwrap(), Ok(Shape::Flat));
+    }
+
+    #[test]
     fn connect_failure_retries_of_refused_pods_do_not() {
         let s = load("tests/scenarios/25-refused-with-connect-failure-retry.json");
-        let why = skip_reason(&s).unwrap().unwrap();
+        let why = decide(&s).unwrap().unwrap_err();
         assert!(why.contains("UC"), "{why}");
     }
 }

@@ -68,10 +68,13 @@ pub fn play(
     scenario: &Scenario,
     options: &RunOptions,
 ) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
-    if let Some(reason) = applicability::skip_reason(scenario)? {
-        eprintln!("waypoint mode, {}: SKIP: {reason}", scenario.name);
-        return Ok((Vec::new(), Vec::new()));
-    }
+    let shape = match applicability::decide(scenario)? {
+        Ok(shape) => shape,
+        Err(reason) => {
+            eprintln!("waypoint mode, {}: SKIP: {reason}", scenario.name);
+            return Ok((Vec::new(), Vec::new()));
+        }
+    };
     if crate::envoy::envoy_binary().is_none() {
         return Err("envoy not found on PATH (or $ENVOY_BIN): run scripts/setup.sh".into());
     }
@@ -82,9 +85,13 @@ pub fn play(
     let case = golden::case_for(&config);
     let golden = golden::Golden::load(case)?;
     eprintln!(
-        "waypoint mode, {}: golden case {case} (istiod {}); every duration scaled by {scale} (--time-scale): {}",
+        "waypoint mode, {}: golden case {case} (istiod {}), pods of other networks {}; every duration scaled by {scale} (--time-scale): {}",
         scenario.name,
         golden.istio_version(),
+        match shape {
+            applicability::Shape::Gateway => "behind east-west gateways",
+            applicability::Shape::Flat => "as plain endpoints",
+        },
         notes.join(", ")
     );
     let wasm = wasm_path(options)?;
@@ -96,6 +103,7 @@ pub fn play(
             scaled_config: &scaled,
             wasm: &wasm,
             scale,
+            shape,
             inventory_lag: POLL_INTERVAL * 2 + Duration::from_millis(50),
         },
     )?;

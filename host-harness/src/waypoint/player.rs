@@ -134,6 +134,7 @@ pub struct Start<'a> {
     pub scaled_config: &'a Value,
     pub wasm: &'a std::path::Path,
     pub scale: f64,
+    pub shape: super::applicability::Shape,
     pub inventory_lag: Duration,
 }
 
@@ -148,7 +149,7 @@ impl WaypointPlayer {
         let (upstreams, dir) = Rig::upstreams(scenario, "waypoint")?;
         let layout = Layout::new(dir.path());
         let present: BTreeSet<String> = scenario.endpoints.iter().map(|e| e.name.clone()).collect();
-        let remote = super::applicability::remote_pods(scenario);
+        let remote = super::applicability::remote_in(scenario, start.shape);
         let (ranked, _) = ranked_endpoints(scenario, &settings, &labels, &present, |n| {
             upstreams.addr(n)
         })?;
