@@ -81,7 +81,12 @@ impl Engine {
             .collect();
         self.active = active;
         self.inventory = inventory;
-        self.unhealthy = vec![false; self.inventory.len()];
+        self.unhealthy = self
+            .inventory
+            .endpoints()
+            .iter()
+            .map(|e| !e.healthy)
+            .collect();
         if let Some(t) = table {
             self.mark(t);
         } else {
@@ -109,7 +114,10 @@ impl Engine {
     }
 
     fn mark(&mut self, table: &EjectionTable) {
-        self.unhealthy.iter_mut().for_each(|u| *u = false);
+        // Hosts Envoy holds unavailable stay unhealthy whatever the table says.
+        for (u, e) in self.unhealthy.iter_mut().zip(self.inventory.endpoints()) {
+            *u = !e.healthy;
+        }
         for (address, record) in &table.hosts {
             if record.ejected {
                 if let Some(u) = self

@@ -52,6 +52,10 @@ pub enum RetryShape {
     SameAddress,
     /// Attempts are spread by Envoy inside a backend: only the last one is known.
     Unknown,
+    /// Stateful session: the first attempt went to the pick (when Envoy
+    /// honoured it), retries to hosts Envoy's balancer chose; only the
+    /// last one's address is known (`upstream.address`).
+    PickThenBalancer,
 }
 
 /// The outcome of the final attempt, or `None` when no upstream answered
@@ -122,6 +126,18 @@ pub fn attribute(
                 if let Some(outcome) = last {
                     out.push((entry.clone(), outcome));
                 }
+            }
+        }
+        RetryShape::PickThenBalancer => {
+            // A retried request: the pick's attempt failed (Envoy retries
+            // only failures), unless the pick also served the last attempt.
+            if let Some(pick) = list.first() {
+                if attempts > 1 && answer.upstream.as_ref() != Some(pick) {
+                    out.push((pick.clone(), Outcome::ConnectFailed));
+                }
+            }
+            if let (Some(outcome), Some(upstream)) = (last, &answer.upstream) {
+                out.push((upstream.clone(), outcome));
             }
         }
         RetryShape::Unknown => {

@@ -63,6 +63,90 @@ pub trait Host {
     fn log(&self, level: LogLevel, message: &str);
     /// The plugin configuration bytes (`on_configure`).
     fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError>;
+
+    /// `dispatch_http_call` from the root context: sends `request` (always a
+    /// GET of a path [`AdminGet`] built) to `cluster`; the answer arrives in
+    /// `on_http_call_response` with the returned token. Hosts that cannot
+    /// call out (benchmarks) keep this default, which refuses.
+    fn dispatch_http_call(
+        &mut self,
+        cluster: &str,
+        request: &AdminGet,
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let _ = (cluster, request, timeout);
+        Err(unsupported("dispatch_http_call"))
+    }
+
+    /// Inside `on_http_call_response`: the answer's `:status` (`None` when
+    /// the call failed or timed out: Envoy then hands over no headers).
+    fn http_call_status(&self) -> Result<Option<u32>, HostError> {
+        Err(unsupported("get_header_map_value(http_call_response)"))
+    }
+
+    /// Inside `on_http_call_response`: the first `size` bytes of the body.
+    fn http_call_body(&self, size: usize) -> Result<Option<Vec<u8>>, HostError> {
+        let _ = size;
+        Err(unsupported("get_buffer(http_call_response_body)"))
+    }
+}
+
+fn unsupported(call: &'static str) -> HostError {
+    HostError::Call {
+        call,
+        status: "not supported by this host".into(),
+    }
+}
+
+/// The one kind of request the filter sends: a GET of a fixed admin path.
+///
+/// Its fields are private and its only constructor builds the
+/// `/config_dump` query, so no code path can make the filter send another
+/// method, another path, a body or client-controlled headers to Envoy's
+/// admin (which also serves mutating endpoints such as `/quitquitquit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminGet {
+    path: String,
+}
+
+impl AdminGet {
+    /// `GET /config_dump?include_eds&mask=...&name_regex=^(a|b)$`: the
+    /// endpoint configs (static and dynamic) of exactly the named clusters.
+    /// Names are regex-escaped and percent-encoded.
+    pub fn config_dump(clusters: &[&str]) -> AdminGet {
+        let mut regex = String::from("^(");
+        for (i, name) in clusters.iter().enumerate() {
+            if i > 0 {
+                regex.push('|');
+            }
+            for c in name.chars() {
+                if "\\.+*?()|[]{}^$".contains(c) {
+                    regex.push('\\');
+                }
+                regex.push(c);
+            }
+        }
+        regex.push_str(")$");
+        let mut path = String::from(
+            "/config_dump?include_eds&mask=static_endpoint_configs,dynamic_endpoint_configs&name_regex=",
+        );
+        for b in regex.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                path.push(char::from(b));
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
+        }
+        AdminGet { path }
+    }
+
+    pub fn method(&self) -> &'static str {
+        "GET"
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
 }
 
 /// Decoders for property encodings observed on Envoy 1.40.

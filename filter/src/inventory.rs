@@ -61,6 +61,11 @@ pub struct Endpoint {
     pub labels: Arc<Labels>,
     pub weight: u32,
     pub backend: Option<String>,
+    /// `false` when Envoy itself holds the host unavailable (EDS
+    /// UNHEALTHY/DRAINING/TIMEOUT or its own outlier ejection, read from the
+    /// admin): it stays in the priority's host count, as in Envoy's balancer,
+    /// but is never picked.
+    pub healthy: bool,
 }
 
 impl Endpoint {
@@ -75,7 +80,7 @@ pub enum InventoryError {
     Empty,
     #[error("{0} endpoints, more than the {MAX_ENDPOINTS} accepted")]
     TooMany(usize),
-    #[error("endpoints[{index}].address = {value:?}: not an ip:port")]
+    #[error("endpoints[{index}].address = {value:?}: not an ip:port nor envoy://<listener>/<id>")]
     BadAddress { index: usize, value: String },
     #[error("endpoints[{index}].address = {value:?}: listed twice")]
     Duplicate { index: usize, value: String },
@@ -205,7 +210,18 @@ impl InventoryBuilder {
 
     /// Validates entry `index`; a bad entry refuses the whole inventory.
     pub fn push(&mut self, index: usize, spec: EndpointSpec) -> Result<(), InventoryError> {
-        let endpoint = validate(index, spec, &mut self.label_sets)?;
+        self.push_with_health(index, spec, true)
+    }
+
+    /// As [`InventoryBuilder::push`], for a host Envoy may hold unavailable.
+    pub fn push_with_health(
+        &mut self,
+        index: usize,
+        spec: EndpointSpec,
+        healthy: bool,
+    ) -> Result<(), InventoryError> {
+        let mut endpoint = validate(index, spec, &mut self.label_sets)?;
+        endpoint.healthy = healthy;
         if !self.seen.insert(endpoint.address.clone()) {
             return Err(InventoryError::Duplicate {
                 index,
@@ -238,17 +254,11 @@ fn validate(
     spec: EndpointSpec,
     label_sets: &mut HashSet<Arc<Labels>>,
 ) -> Result<Endpoint, InventoryError> {
-    let address = spec.address.trim();
-    let parsed: SocketAddr = address.parse().map_err(|_| InventoryError::BadAddress {
-        index,
-        value: spec.address.clone(),
-    })?;
-    if parsed.port() == 0 {
-        return Err(InventoryError::BadAddress {
+    let address =
+        normal_address(spec.address.trim()).ok_or_else(|| InventoryError::BadAddress {
             index,
             value: spec.address.clone(),
-        });
-    }
+        })?;
     let weight = spec.weight.unwrap_or(1);
     if weight == 0 || weight > MAX_WEIGHT {
         return Err(InventoryError::BadWeight {
@@ -273,14 +283,32 @@ fn validate(
             }
         }
     }
-    let address = parsed.to_string();
     Ok(Endpoint {
         name: spec.name.unwrap_or_else(|| address.clone()),
         address,
         labels: intern(labels, label_sets),
         weight,
         backend: spec.backend,
+        healthy: true,
     })
+}
+
+/// An address as Envoy keys a host: `ip:port` (normalised, port > 0), or an
+/// internal address `envoy://<listener>/<endpoint id>` (waypoint endpoints
+/// are `envoy://connect_originate/<pod ip:port>`), kept verbatim. No
+/// whitespace or comma (the override-host list is comma-separated).
+fn normal_address(address: &str) -> Option<String> {
+    if let Some(rest) = address.strip_prefix("envoy://") {
+        let (listener, id) = rest.split_once('/')?;
+        let clean = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && !s.bytes().any(|b| b <= b' ' || b == b',' || b == 0x7f)
+        };
+        return (clean(listener) && clean(id)).then(|| address.to_string());
+    }
+    let parsed: SocketAddr = address.parse().ok()?;
+    (parsed.port() != 0).then(|| parsed.to_string())
 }
 
 #[cfg(test)]
@@ -368,5 +396,32 @@ mod tests {
             Err(InventoryError::BadEntry { index: 0, .. })
         ));
         assert!(Inventory::from_json(&serde_json::json!("x")).is_err());
+    }
+
+    #[test]
+    fn internal_addresses_are_kept_as_envoy_keys_them() {
+        let inv =
+            Inventory::from_specs(&[spec("envoy://connect_originate/10.1.2.3:8080")]).unwrap();
+        assert_eq!(
+            inv.get(0).unwrap().address,
+            "envoy://connect_originate/10.1.2.3:8080"
+        );
+        assert!(inv.get(0).unwrap().healthy);
+        for bad in [
+            "envoy://",
+            "envoy://x",
+            "envoy:///10.0.0.1:80",
+            "envoy://x/",
+            "envoy://x/a,b",
+            "envoy://x/a b",
+        ] {
+            assert!(
+                matches!(
+                    Inventory::from_specs(&[spec(bad)]),
+                    Err(InventoryError::BadAddress { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

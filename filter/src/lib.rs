@@ -6,6 +6,7 @@
 //! it through the [`host::Host`] trait; the wasm glue (`wasm`, wasm32 only)
 //! is the one place that talks to the proxy-wasm ABI.
 
+pub mod admin;
 pub mod balancer;
 pub mod config;
 pub mod detector;
@@ -18,9 +19,11 @@ pub mod lint;
 pub mod metadata;
 pub mod metrics;
 pub mod outlier;
+pub mod poll;
 pub mod properties;
 pub mod ranking;
 pub mod rng;
+pub mod session;
 pub mod shared;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]

@@ -49,6 +49,17 @@ pub fn warnings_for(settings: &Settings) -> Vec<Finding> {
             out.push(f);
         }
     }
+    if let crate::config::InventorySource::Envoy(source) = &settings.inventory {
+        if source.timeout > source.poll_interval {
+            out.push(Finding {
+                field: "inventory.timeout".into(),
+                message: format!(
+                    "{:?} is longer than pollInterval {:?}: a poll is skipped while the previous one waits, so a hanging admin slows updates to one per timeout",
+                    source.timeout, source.poll_interval
+                ),
+            });
+        }
+    }
     out
 }
 
@@ -109,9 +120,30 @@ const TOP_LEVEL: &[&str] = &[
     "locality",
     "sharedDataPrefix",
 ];
+const INVENTORY: &[&str] = &[
+    "source",
+    "namespace",
+    "endpoints",
+    "adminCluster",
+    "pollInterval",
+    "timeout",
+    "maxResponseBytes",
+    "clusters",
+];
+const STEERING: &[&str] = &["mode", "header", "addressPrefix", "maxHosts"];
+const LOCALITY: &[&str] = &["region", "zone", "subzone", "network", "labels"];
 
 fn unknown_fields(value: &serde_json::Value, out: &mut Vec<Finding>) {
     check_object(value, "", TOP_LEVEL, out);
+    for (name, known) in [
+        ("inventory", INVENTORY),
+        ("steering", STEERING),
+        ("locality", LOCALITY),
+    ] {
+        if let Some(v) = value.get(name) {
+            check_object(v, name, known, out);
+        }
+    }
     let tp = value.get("trafficPolicy");
     if let Some(tp) = tp {
         check_object(tp, "trafficPolicy", istio::KNOWN_TRAFFIC_POLICY_FIELDS, out);
@@ -214,10 +246,35 @@ mod tests {
                 .any(|f| f.field == "trafficPolicy.outlierDetection.consecutive5xxError"),
             "{f:?}"
         );
+        assert!(
+            !f.iter().any(|f| f.field.starts_with("inventory.")),
+            "{f:?}"
+        );
         // Default maxEjectionPercent 10 with 2 endpoints: never ejects.
         assert!(
             f.iter().any(|f| f.field.ends_with("maxEjectionPercent")),
             "{f:?}"
         );
+    }
+
+    #[test]
+    fn knows_the_envoy_source_and_session_fields() {
+        let cfg = json!({
+            "inventory": {"source": "envoy", "adminCluster": "prometheus_stats", "pollInterval": "1s",
+                          "timeout": "500ms", "maxResponseBytes": 1048576, "clusters": ["c"]},
+            "steering": {"mode": "stateful-session", "header": "x-locality-failover-session"}
+        });
+        assert_eq!(lint_json(&cfg).unwrap(), vec![]);
+        let typo = json!({"inventory": {"source": "envoy", "pollIntreval": "1s"},
+                          "steering": {"mode": "stateful-session", "headr": "x"}});
+        let f = lint_json(&typo).unwrap();
+        assert!(
+            f.iter().any(|f| f.field == "inventory.pollIntreval"),
+            "{f:?}"
+        );
+        assert!(f.iter().any(|f| f.field == "steering.headr"), "{f:?}");
+        let slow = json!({"inventory": {"source": "envoy", "pollInterval": "1s", "timeout": "5s"}});
+        let f = lint_json(&slow).unwrap();
+        assert!(f.iter().any(|f| f.field == "inventory.timeout"), "{f:?}");
     }
 }

@@ -24,10 +24,13 @@ pub enum Metric {
     /// Requests that Envoy retried onto another entry of the list.
     Retried,
     HostErrors,
+    /// An admin poll (`inventory.source: envoy`) failed or was refused:
+    /// the last good inventory stays.
+    InventoryPollErrors,
 }
 
 impl Metric {
-    const ALL: [Metric; 11] = [
+    const ALL: [Metric; 12] = [
         Metric::Failovers,
         Metric::Ejections,
         Metric::Unejections,
@@ -39,6 +42,7 @@ impl Metric {
         Metric::Passthrough,
         Metric::Retried,
         Metric::HostErrors,
+        Metric::InventoryPollErrors,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Metric {
             Metric::Passthrough => "locality_failover.passthrough",
             Metric::Retried => "locality_failover.retried",
             Metric::HostErrors => "locality_failover.host_errors",
+            Metric::InventoryPollErrors => "locality_failover.inventory_poll_errors",
         }
     }
 }

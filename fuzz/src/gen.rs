@@ -459,6 +459,7 @@ pub fn plugin_config(inp: &mut Input) -> PluginConfig {
         source: inp.pick(SOURCES).map(str::to_string),
         namespace: inp.pick(NAMESPACES).map(str::to_string),
         endpoints: if inline { Some(endpoints(inp)) } else { None },
+        ..Default::default()
     });
     if inp.ratio(1, 2) {
         raw.steering = Some(SteeringConfig {

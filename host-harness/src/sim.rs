@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use locality_failover::feedback::flags;
 use locality_failover::filter::{FilterRoot, RequestState};
-use locality_failover::host::{Host, HostError, LogLevel, MetricKind};
+use locality_failover::host::{AdminGet, Host, HostError, LogLevel, MetricKind};
 
 /// Start of the simulated clock (ns since the epoch).
 pub const EPOCH_NANOS: u64 = 1_700_000_000_000_000_000;
@@ -25,6 +25,36 @@ pub struct SharedState {
     pub logs: Vec<(LogLevel, String)>,
     /// Host-call counters, for tests and benchmarks.
     pub calls: CallCounts,
+    /// Every `dispatch_http_call` the filter made, in order.
+    pub http_calls: Vec<HttpCall>,
+    next_token: u32,
+}
+
+/// One `dispatch_http_call`, as the host saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCall {
+    pub token: u32,
+    pub cluster: String,
+    pub method: String,
+    pub path: String,
+    pub timeout: Duration,
+    /// The worker whose root made it (set once its callback returns).
+    pub worker: Option<usize>,
+    pub sent_at: u64,
+    /// Answered (or timed out) already.
+    pub done: bool,
+}
+
+/// How the simulated admin answers the filter's calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAnswer {
+    /// An HTTP answer, delivered at once.
+    Reply { status: u32, body: Vec<u8> },
+    /// No answer: Envoy 1.40 ends the call at its timeout with a local
+    /// `504` ("upstream request timeout"), as measured.
+    Hang,
+    /// The call cannot even be sent (unknown cluster: Envoy's BadArgument).
+    Refuse,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +64,8 @@ pub struct CallCounts {
     pub cas_mismatches: u64,
     pub property_reads: u64,
     pub header_writes: u64,
+    /// Bytes of http-call answer bodies the filter read.
+    pub call_body_bytes_read: u64,
 }
 
 impl SharedState {
@@ -93,6 +125,10 @@ pub struct SimHost<'a> {
     pub headers: BTreeMap<String, String>,
     pub local_reply: Option<(u32, String)>,
     pub tick_period: Option<Duration>,
+    /// The answer `on_http_call_response` reads: status and body.
+    pub call_response: Option<(Option<u32>, Vec<u8>)>,
+    /// What `dispatch_http_call` does (`None`: refused).
+    pub admin: Option<AdminAnswer>,
 }
 
 /// Property key: path segments joined with NUL, as the ABI serialises them.
@@ -118,6 +154,8 @@ impl<'a> SimHost<'a> {
             headers: BTreeMap::new(),
             local_reply: None,
             tick_period: None,
+            call_response: None,
+            admin: None,
         }
     }
 
@@ -257,6 +295,50 @@ impl Host for SimHost<'_> {
     fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError> {
         Ok(Some(self.config.to_vec()))
     }
+
+    fn dispatch_http_call(
+        &mut self,
+        cluster: &str,
+        request: &AdminGet,
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        if matches!(self.admin, Some(AdminAnswer::Refuse) | None) {
+            return Err(HostError::Call {
+                call: "dispatch_http_call",
+                status: "BadArgument".into(),
+            });
+        }
+        let mut s = lock(self.shared);
+        s.next_token = s.next_token.wrapping_add(1);
+        let token = s.next_token;
+        s.http_calls.push(HttpCall {
+            token,
+            cluster: cluster.to_string(),
+            method: request.method().to_string(),
+            path: request.path().to_string(),
+            timeout,
+            worker: None,
+            sent_at: self.now,
+            done: false,
+        });
+        Ok(token)
+    }
+
+    fn http_call_status(&self) -> Result<Option<u32>, HostError> {
+        Ok(self.call_response.as_ref().and_then(|(status, _)| *status))
+    }
+
+    fn http_call_body(&self, size: usize) -> Result<Option<Vec<u8>>, HostError> {
+        let Some((_, body)) = &self.call_response else {
+            return Ok(None);
+        };
+        let part = body
+            .get(..size.min(body.len()))
+            .unwrap_or_default()
+            .to_vec();
+        lock(self.shared).calls.call_body_bytes_read += part.len() as u64;
+        Ok(Some(part))
+    }
 }
 
 /// How an upstream endpoint answers.
@@ -272,6 +354,9 @@ pub enum Behavior {
 pub enum RouterSteering {
     /// `override_host` with a header source: `ip:port,ip:port`, each retry the next entry.
     OverrideHost { header: String, prefix: String },
+    /// `stateful_session` header state: base64 of the host; the first
+    /// attempt goes there when the cluster has it, retries to the cluster LB.
+    StatefulSession { header: String, prefix: String },
     /// `ORIGINAL_DST` with `use_http_header`: every attempt to the one address.
     OriginalDst { header: String, prefix: String },
     /// Route `cluster_header`: the value names a backend.
@@ -348,6 +433,8 @@ pub struct SimEnvoy {
     /// Worker that takes every request (one client connection); `None`
     /// spreads requests over the workers in turn (one connection each).
     pub pinned_worker: Option<usize>,
+    /// How the admin answers `dispatch_http_call` (`None`: calls refused).
+    pub admin: Option<AdminAnswer>,
 }
 
 impl SimEnvoy {
@@ -399,6 +486,7 @@ impl SimEnvoy {
             faults: Faults::default(),
             request_spacing: Duration::from_millis(1),
             pinned_worker: None,
+            admin: None,
         }
     }
 
@@ -465,7 +553,7 @@ impl SimEnvoy {
             match next {
                 Some(t) if t <= target => {
                     self.now = t.max(self.now);
-                    for w in &mut self.workers {
+                    for (index, w) in self.workers.iter_mut().enumerate() {
                         if let Some(period) = w.tick_period {
                             if w.next_tick <= self.now {
                                 let mut host = SimHost::new(
@@ -475,16 +563,60 @@ impl SimEnvoy {
                                     &self.config,
                                     &self.faults,
                                 );
+                                host.admin = self.admin.clone();
                                 w.root.on_tick(&mut host);
                                 w.next_tick = self.now + nanos(period).max(1);
+                                for call in &mut lock(&self.shared).http_calls {
+                                    call.worker.get_or_insert(index);
+                                }
                             }
                         }
                     }
+                    self.deliver_calls();
                 }
                 _ => break,
             }
         }
         self.now = target;
+        self.deliver_calls();
+    }
+
+    /// Answers the filter's pending http calls as `admin` says: a reply at
+    /// once, a hang at the call's timeout (no headers, as Envoy does).
+    fn deliver_calls(&mut self) {
+        let now = self.now;
+        let hang = self.admin == Some(AdminAnswer::Hang);
+        let due: Vec<HttpCall> = lock(&self.shared)
+            .http_calls
+            .iter_mut()
+            .filter(|c| !c.done)
+            .filter(|c| !hang || now >= c.sent_at.saturating_add(nanos(c.timeout)))
+            .map(|c| {
+                c.done = true;
+                c.clone()
+            })
+            .collect();
+        for call in due {
+            let Some(w) = call.worker.and_then(|i| self.workers.get_mut(i)) else {
+                continue;
+            };
+            let response = match &self.admin {
+                Some(AdminAnswer::Reply { status, body }) => (Some(*status), body.clone()),
+                Some(AdminAnswer::Hang) => (Some(504), b"upstream request timeout".to_vec()),
+                _ => (None, Vec::new()),
+            };
+            let size = response.1.len();
+            let mut host = SimHost::new(
+                &self.shared,
+                now,
+                &self.properties,
+                &self.config,
+                &self.faults,
+            );
+            host.call_response = Some(response);
+            host.admin = self.admin.clone();
+            w.root.on_http_call_response(&mut host, call.token, size);
+        }
     }
 
     /// One client request through the filter and the router.
@@ -522,6 +654,7 @@ impl SimEnvoy {
         };
         let header_name = match &self.steering {
             RouterSteering::OverrideHost { header, .. }
+            | RouterSteering::StatefulSession { header, .. }
             | RouterSteering::OriginalDst { header, .. }
             | RouterSteering::RouteHeader { header, .. } => header.clone(),
         };
@@ -561,6 +694,14 @@ impl SimEnvoy {
                     .map(|e| e.trim())
                     .map(|e| e.strip_prefix(prefix.as_str()).unwrap_or(e).to_string())
                     .filter(|e| self.cluster_hosts.contains(e))
+                    .collect();
+            }
+            (RouterSteering::StatefulSession { prefix, .. }, Some(v)) => {
+                // Only the first attempt; retries fall to the cluster LB.
+                entries = locality_failover::session::decode(v)
+                    .map(|a| a.strip_prefix(prefix.as_str()).unwrap_or(&a).to_string())
+                    .filter(|a| self.cluster_hosts.contains(a))
+                    .into_iter()
                     .collect();
             }
             (RouterSteering::OriginalDst { prefix, .. }, Some(v)) => {
@@ -660,6 +801,7 @@ impl SimEnvoy {
         if let Some(a) = last {
             let prefix = match &self.steering {
                 RouterSteering::OverrideHost { prefix, .. }
+                | RouterSteering::StatefulSession { prefix, .. }
                 | RouterSteering::OriginalDst { prefix, .. } => prefix.as_str(),
                 RouterSteering::RouteHeader { .. } => "",
             };

@@ -28,8 +28,17 @@ impl SimPlayer {
     pub fn new(scenario: &Scenario) -> Result<SimPlayer, String> {
         let bytes = scenario.plugin_config().to_string().into_bytes();
         let settings = Settings::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        if let InventorySource::Envoy(_) = settings.inventory {
+            return Err(
+                "inventory.source envoy: the sim mode publishes the inventory as cluster metadata (use clusterMetadata or config)".into(),
+            );
+        }
         let steering = match settings.steering.mode {
             SteeringMode::OverrideHost => RouterSteering::OverrideHost {
+                header: settings.steering.header.clone(),
+                prefix: settings.steering.address_prefix.clone(),
+            },
+            SteeringMode::StatefulSession => RouterSteering::StatefulSession {
                 header: settings.steering.header.clone(),
                 prefix: settings.steering.address_prefix.clone(),
             },
@@ -100,7 +109,7 @@ impl SimPlayer {
     fn namespace(&self) -> String {
         match &self.settings.inventory {
             InventorySource::ClusterMetadata { namespace } => namespace.clone(),
-            InventorySource::Config(_) => {
+            InventorySource::Config(_) | InventorySource::Envoy(_) => {
                 locality_failover::config::DEFAULT_METADATA_NAMESPACE.to_string()
             }
         }
@@ -179,7 +188,7 @@ impl Player for SimPlayer {
     fn ejected(&mut self) -> Vec<String> {
         let prefix = self.settings.shared_prefix.clone();
         let cluster = match self.settings.inventory {
-            InventorySource::ClusterMetadata { .. } => CLUSTER,
+            InventorySource::ClusterMetadata { .. } | InventorySource::Envoy(_) => CLUSTER,
             InventorySource::Config(_) => locality_failover::filter::CONFIG_CLUSTER,
         };
         let mut names: Vec<String> = self

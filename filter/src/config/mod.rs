@@ -9,6 +9,7 @@
 //! and the value that was refused.
 
 pub mod duration;
+pub mod envoy_source;
 pub mod istio;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 use crate::inventory::{EndpointSpec, Labels};
 use duration::{parse_duration, DurationError};
+pub use envoy_source::EnvoySource;
 pub use istio::TrafficPolicy;
 
 /// Largest plugin configuration accepted, in bytes. Istio inlines
@@ -36,6 +38,7 @@ pub const DEFAULT_METADATA_NAMESPACE: &str = "locality-failover";
 pub const DEFAULT_OVERRIDE_HEADER: &str = "x-locality-failover-hosts";
 pub const DEFAULT_ORIGINAL_DST_HEADER: &str = "x-envoy-original-dst-host";
 pub const DEFAULT_ROUTE_HEADER: &str = "x-locality-failover-backend";
+pub const DEFAULT_SESSION_HEADER: &str = "x-locality-failover-session";
 pub const DEFAULT_SHARED_PREFIX: &str = "locality-failover";
 
 /// A configuration the filter refuses, naming the field and value.
@@ -87,9 +90,21 @@ pub struct PluginConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryConfig {
-    /// `clusterMetadata` (default without `endpoints`) or `config`.
+    /// `clusterMetadata` (default without `endpoints`), `config` or `envoy`.
     #[serde(default)]
     pub source: Option<String>,
+    /// `envoy` source: the bootstrap cluster reaching the admin.
+    #[serde(default)]
+    pub admin_cluster: Option<String>,
+    #[serde(default)]
+    pub poll_interval: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub max_response_bytes: Option<usize>,
+    /// `envoy` source: clusters to read (default: those requests go to).
+    #[serde(default)]
+    pub clusters: Option<Vec<String>>,
     /// `filter_metadata` namespace in the cluster's metadata.
     #[serde(default)]
     pub namespace: Option<String>,
@@ -100,7 +115,8 @@ pub struct InventoryConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SteeringConfig {
-    /// `override-host` (default), `original-dst`, `route-header`.
+    /// `override-host` (default), `original-dst`, `route-header`,
+    /// `stateful-session`.
     #[serde(default)]
     pub mode: Option<String>,
     #[serde(default)]
@@ -241,8 +257,12 @@ pub struct OutlierConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum InventorySource {
-    ClusterMetadata { namespace: String },
+    ClusterMetadata {
+        namespace: String,
+    },
     Config(Vec<EndpointSpec>),
+    /// Read from Envoy's admin on a timer.
+    Envoy(EnvoySource),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +270,8 @@ pub enum SteeringMode {
     OverrideHost,
     OriginalDst,
     RouteHeader,
+    /// `envoy.http.stateful_session.header`: base64 of the host address.
+    StatefulSession,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -610,7 +632,11 @@ fn inventory_source(inv: Option<&InventoryConfig>) -> Result<InventorySource, Co
     } else {
         "clusterMetadata"
     });
+    if source != "envoy" {
+        envoy_source::refuse_envoy_fields(inv, source)?;
+    }
     match source {
+        "envoy" => Ok(InventorySource::Envoy(envoy_source::envoy_source(inv)?)),
         "clusterMetadata" => {
             if inv.endpoints.is_some() {
                 return Err(field_error(
@@ -636,7 +662,7 @@ fn inventory_source(inv: Option<&InventoryConfig>) -> Result<InventorySource, Co
         }
         other => Err(field_error(
             "inventory.source",
-            format!("{other:?} is not one of clusterMetadata, config"),
+            format!("{other:?} is not one of clusterMetadata, config, envoy"),
         )),
     }
 }
@@ -648,10 +674,11 @@ fn steering(cfg: Option<&SteeringConfig>) -> Result<Steering, ConfigError> {
         "override-host" => SteeringMode::OverrideHost,
         "original-dst" => SteeringMode::OriginalDst,
         "route-header" => SteeringMode::RouteHeader,
+        "stateful-session" => SteeringMode::StatefulSession,
         other => {
             return Err(field_error(
                 "steering.mode",
-                format!("{other:?} is not one of override-host, original-dst, route-header"),
+                format!("{other:?} is not one of override-host, original-dst, route-header, stateful-session"),
             ))
         }
     };
@@ -661,6 +688,7 @@ fn steering(cfg: Option<&SteeringConfig>) -> Result<Steering, ConfigError> {
             SteeringMode::OverrideHost => DEFAULT_OVERRIDE_HEADER,
             SteeringMode::OriginalDst => DEFAULT_ORIGINAL_DST_HEADER,
             SteeringMode::RouteHeader => DEFAULT_ROUTE_HEADER,
+            SteeringMode::StatefulSession => DEFAULT_SESSION_HEADER,
         }
         .to_string(),
     };

@@ -236,10 +236,12 @@ impl Configured {
         now: u64,
         seed: u64,
     ) -> Option<usize> {
-        let crate::config::InventorySource::ClusterMetadata { namespace } =
-            &self.settings.inventory
-        else {
-            return self.clusters.find(CONFIG_CLUSTER);
+        let namespace = match &self.settings.inventory {
+            crate::config::InventorySource::ClusterMetadata { namespace } => namespace,
+            crate::config::InventorySource::Envoy(_) => {
+                return self.envoy_cluster_for_request(host, metrics)
+            }
+            crate::config::InventorySource::Config(_) => return self.clusters.find(CONFIG_CLUSTER),
         };
         let namespace = namespace.clone();
         let cluster = match host.property(properties::CLUSTER_NAME) {

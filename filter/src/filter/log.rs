@@ -124,6 +124,7 @@ fn retry_shape(mode: SteeringMode) -> RetryShape {
         SteeringMode::OverrideHost => RetryShape::NextEntry,
         SteeringMode::OriginalDst => RetryShape::SameAddress,
         SteeringMode::RouteHeader => RetryShape::Unknown,
+        SteeringMode::StatefulSession => RetryShape::PickThenBalancer,
     }
 }
 
@@ -200,7 +201,8 @@ fn read_answer(
 ) -> FinalAnswer {
     let code = read_code(host);
     let attempts = read_u64(host, properties::ATTEMPT_COUNT);
-    if let (Some(1), Some(first), true) = (attempts, first, shape != RetryShape::Unknown) {
+    let pinned = matches!(shape, RetryShape::NextEntry | RetryShape::SameAddress);
+    if let (Some(1), Some(first), true) = (attempts, first, pinned) {
         if (100..500).contains(&code) {
             return FinalAnswer {
                 code,

@@ -10,9 +10,11 @@
 //!   ejection view;
 //! - [`request`]: `on_http_request_headers` (strip, pick, write the header);
 //! - [`log`]: `on_log` (Envoy's answer back into the outlier detector);
-//! - [`node`]: the proxy's own labels.
+//! - [`node`]: the proxy's own labels;
+//! - [`envoy`]: the `envoy` inventory source (admin polling, on the tick).
 
 mod cluster;
+mod envoy;
 mod log;
 mod node;
 mod request;
@@ -56,6 +58,8 @@ struct Configured {
     /// Buffers reused by every request (the request path allocates only
     /// what the host hands over and what the request must remember).
     scratch: request::Scratch,
+    /// `inventory.source: envoy` only.
+    poller: Option<envoy::Poller>,
 }
 
 impl FilterRoot {
@@ -120,7 +124,15 @@ impl FilterRoot {
             host.log(LogLevel::Warn, &format!("locality-failover: {warning}"));
         }
         let own_labels = node::own_labels(host, &settings);
-        if !own_labels.contains_key(LABEL_REGION) {
+        let poller = match &settings.inventory {
+            InventorySource::Envoy(source) => Some(envoy::Poller::new(
+                source.clone(),
+                &settings.shared_prefix,
+                self.seed,
+            )),
+            _ => None,
+        };
+        if !own_labels.contains_key(LABEL_REGION) && poller.is_none() {
             host.log(
                 LogLevel::Warn,
                 "locality-failover: the proxy's locality is unknown (no node locality, no `locality` in config): ranking treats its region/zone as empty",
@@ -132,6 +144,7 @@ impl FilterRoot {
             scratch: request::Scratch::default(),
             own_labels,
             settings,
+            poller,
         };
         if let InventorySource::Config(specs) = &configured.settings.inventory {
             // Validated by Settings already; an error here is not expected but handled.
@@ -146,6 +159,11 @@ impl FilterRoot {
             .as_ref()
             .map(tick_period)
             .unwrap_or(INVENTORY_CHECK);
+        let tick = match &configured.settings.inventory {
+            // Ticks twice per poll period, so a poll is never a whole period late.
+            InventorySource::Envoy(source) => tick.min(source.poll_interval / 2),
+            _ => tick,
+        };
         if let Err(e) = host.set_tick_period(tick) {
             host.log(LogLevel::Warn, &format!("locality-failover: no tick: {e}"));
         }
@@ -158,8 +176,18 @@ impl FilterRoot {
         let State::Configured(c) = &mut self.state else {
             return;
         };
+        if c.poller.is_some() {
+            c.envoy_tick(host, &self.metrics, self.seed);
+        }
         for index in 0..c.clusters.len() {
             c.sweep(host, &self.metrics, index);
+        }
+    }
+
+    /// `on_http_call_response`: the admin's answer to this VM's poll.
+    pub fn on_http_call_response(&mut self, host: &mut dyn Host, token: u32, body_size: usize) {
+        if let State::Configured(c) = &mut self.state {
+            c.envoy_answer(host, &self.metrics, token, body_size, self.seed);
         }
     }
 

@@ -3,7 +3,7 @@
 
 use crate::config::{
     Steering, SteeringMode, DEFAULT_ORIGINAL_DST_HEADER, DEFAULT_OVERRIDE_HEADER,
-    DEFAULT_ROUTE_HEADER,
+    DEFAULT_ROUTE_HEADER, DEFAULT_SESSION_HEADER,
 };
 use crate::engine::Engine;
 use crate::host::{Host, LogLevel};
@@ -66,6 +66,11 @@ pub fn encode_steering(
                 return Err(SteeringError::EmptyList);
             }
         }
+        SteeringMode::StatefulSession => {
+            let pick = hosts.first().and_then(|i| engine.endpoint(*i));
+            let pick = pick.ok_or(SteeringError::EmptyList)?;
+            crate::session::encode_into(&steering.address_prefix, &pick.address, value);
+        }
         SteeringMode::RouteHeader => {
             let backend = hosts
                 .first()
@@ -122,6 +127,11 @@ impl Configured {
             let _ = host.send_local_reply(503, "no healthy upstream");
             return None;
         };
+        if pick.panic && steering.mode == SteeringMode::StatefulSession {
+            // Envoy's session filter ignores a host it holds unhealthy, so a
+            // priority in panic is left to Envoy's own balancer.
+            return None;
+        }
         match encode_steering(steering, &state.engine, &scratch.hosts, &mut scratch.value) {
             Ok(()) => {}
             Err(SteeringError::EmptyList) => return None,
@@ -164,6 +174,7 @@ pub(super) fn strip_default_headers(metrics: &Metrics, host: &mut dyn Host) {
         DEFAULT_OVERRIDE_HEADER,
         DEFAULT_ORIGINAL_DST_HEADER,
         DEFAULT_ROUTE_HEADER,
+        DEFAULT_SESSION_HEADER,
     ] {
         if !strip_client_header(metrics, host, header) {
             return;

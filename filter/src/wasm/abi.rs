@@ -20,6 +20,10 @@ const CAS_MISMATCH: u32 = 8;
 const REQUEST_HEADERS: u32 = 0;
 /// `proxy_wasm::types::BufferType::PluginConfiguration`.
 const PLUGIN_CONFIGURATION: u32 = 7;
+/// `proxy_wasm::types::MapType::HttpCallResponseHeaders`.
+const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+/// `proxy_wasm::types::BufferType::HttpCallResponseBody`.
+const HTTP_CALL_RESPONSE_BODY: u32 = 4;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -183,17 +187,33 @@ fn property_with(path: &[&str], serialized: &mut Vec<u8>) -> Result<Option<Vec<u
 }
 
 pub fn request_header(name: &str) -> Result<Option<String>, HostError> {
+    map_value(REQUEST_HEADERS, name)
+}
+
+/// Inside `on_http_call_response`: one header of the answer.
+pub fn http_call_header(name: &str) -> Result<Option<String>, HostError> {
+    map_value(HTTP_CALL_RESPONSE_HEADERS, name)
+}
+
+/// Inside `on_http_call_response`: the first `size` bytes of the body.
+pub fn http_call_body(size: usize) -> Result<Option<Vec<u8>>, HostError> {
+    let (mut data, mut size_out) = (null_mut(), 0usize);
+    // SAFETY: out pointers are valid; the buffer is taken back below.
+    let status = unsafe {
+        proxy_get_buffer_bytes(HTTP_CALL_RESPONSE_BODY, 0, size, &mut data, &mut size_out)
+    };
+    match status {
+        OK => Ok(unsafe { take(data, size_out) }),
+        NOT_FOUND => Ok(None),
+        s => Err(fail("get_buffer(http_call_response_body)", s)),
+    }
+}
+
+fn map_value(map: u32, name: &str) -> Result<Option<String>, HostError> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: key bytes live for the call; out pointers are valid.
-    let status = unsafe {
-        proxy_get_header_map_value(
-            REQUEST_HEADERS,
-            name.as_ptr(),
-            name.len(),
-            &mut data,
-            &mut size,
-        )
-    };
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
     match status {
         OK => Ok(unsafe { take(data, size) }.map(|b| String::from_utf8_lossy(&b).into_owned())),
         NOT_FOUND => Ok(None),

@@ -11,7 +11,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
 use crate::filter::{FilterRoot, RequestState};
-use crate::host::{Host, HostError, LogLevel, MetricKind};
+use crate::host::{AdminGet, Host, HostError, LogLevel, MetricKind};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
@@ -87,13 +87,54 @@ impl Host for WasmHost {
     fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError> {
         abi::plugin_configuration()
     }
+    /// Through the SDK's hostcall: it registers the token with the SDK's
+    /// dispatcher, which routes `proxy_on_http_call_response` back to this
+    /// root (an unregistered token would make the SDK panic there). Its
+    /// only panic is on a status Envoy's `httpCall` never returns for valid
+    /// memory (it answers Ok, BadArgument or InternalFailure).
+    fn dispatch_http_call(
+        &mut self,
+        cluster: &str,
+        request: &AdminGet,
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let headers = vec![
+            (":method", request.method()),
+            (":path", request.path()),
+            (":authority", "localhost"),
+        ];
+        proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout).map_err(
+            |status| HostError::Call {
+                call: "dispatch_http_call",
+                status: format!("{status:?}"),
+            },
+        )
+    }
+    fn http_call_status(&self) -> Result<Option<u32>, HostError> {
+        Ok(abi::http_call_header(":status")?.and_then(|s| s.parse().ok()))
+    }
+    fn http_call_body(&self, size: usize) -> Result<Option<Vec<u8>>, HostError> {
+        abi::http_call_body(size)
+    }
 }
 
 struct Root {
     state: Rc<RefCell<FilterRoot>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Ok(mut root) = self.state.try_borrow_mut() {
+            root.on_http_call_response(&mut WasmHost::default(), token, body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {

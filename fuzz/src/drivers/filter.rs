@@ -218,6 +218,8 @@ impl Harness {
                 InventorySource::ClusterMetadata { namespace } => {
                     inventory_from_metadata(&self.metadata, namespace).ok()
                 }
+                // The fuzzed sim host has no admin: never an inventory.
+                InventorySource::Envoy(_) => None,
             };
             for e in inv.iter().flat_map(Inventory::endpoints) {
                 if !out.iter().any(|(a, _)| a == &e.address) {
@@ -254,6 +256,7 @@ impl Harness {
         self.sim.steering = match s.steering.mode {
             SteeringMode::OverrideHost => RouterSteering::OverrideHost { header, prefix },
             SteeringMode::OriginalDst => RouterSteering::OriginalDst { header, prefix },
+            SteeringMode::StatefulSession => RouterSteering::StatefulSession { header, prefix },
             SteeringMode::RouteHeader => {
                 let mut backends: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for (address, backend) in &self.known {
@@ -458,7 +461,7 @@ impl Harness {
         };
         let key = match &settings.inventory {
             InventorySource::Config(_) => Some(CONFIG_CLUSTER.to_string()),
-            InventorySource::ClusterMetadata { .. } => self
+            InventorySource::ClusterMetadata { .. } | InventorySource::Envoy(_) => self
                 .props
                 .get(&prop_key(&["xds", "cluster_name"]))
                 .and_then(|b| String::from_utf8(b.clone()).ok()),
@@ -483,6 +486,9 @@ impl Harness {
                 .endpoints()
                 .iter()
                 .any(|e| e.backend.as_deref() == Some(value)),
+            SteeringMode::StatefulSession => inv.endpoints().iter().any(|e| {
+                locality_failover::session::decode(value) == Some(format!("{prefix}{}", e.address))
+            }),
         };
         if !ok {
             panic!(
@@ -653,7 +659,9 @@ impl Harness {
         };
         let cluster = match &settings.inventory {
             InventorySource::Config(_) => CONFIG_CLUSTER.to_string(),
-            InventorySource::ClusterMetadata { .. } => self.cluster.clone().unwrap_or_default(),
+            InventorySource::ClusterMetadata { .. } | InventorySource::Envoy(_) => {
+                self.cluster.clone().unwrap_or_default()
+            }
         };
         let base = format!("{}/{}", settings.shared_prefix, cluster);
         let addresses = self.addresses();

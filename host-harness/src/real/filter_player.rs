@@ -139,7 +139,13 @@ impl FilterPlayer {
             SteeringMode::RouteHeader => Steering::RouteHeader {
                 header: settings.steering.header.clone(),
             },
+            SteeringMode::StatefulSession => {
+                return Err("steering.mode stateful-session: the envoy mode's generated Envoy has no stateful_session filter".into())
+            }
         };
+        if let InventorySource::Envoy(_) = settings.inventory {
+            return Err("inventory.source envoy: the envoy mode publishes the inventory as cluster metadata".into());
+        }
         let (upstreams, dir) = Rig::upstreams(scenario, "envoy")?;
         let endpoints: Vec<Endpoint> = scenario
             .endpoints
@@ -178,7 +184,9 @@ impl FilterPlayer {
             // The filter keys an inline (configuration) inventory under a
             // cluster name of its own, as the simulated host reads it.
             cluster: match settings.inventory {
-                InventorySource::ClusterMetadata { .. } => CLUSTER.to_string(),
+                InventorySource::ClusterMetadata { .. } | InventorySource::Envoy(_) => {
+                    CLUSTER.to_string()
+                }
                 InventorySource::Config(_) => locality_failover::filter::CONFIG_CLUSTER.to_string(),
             },
             log_offset: 0,
