@@ -44,6 +44,36 @@ pub struct WaypointPlayer {
     /// Real time the filter needs to see an EDS change (its poll period,
     /// twice, plus a margin).
     inventory_lag: Duration,
+    workers: u64,
+}
+
+/// The filter's count of inventories adopted (each worker's VM counts its own).
+fn inventory_updates(rig: &Rig) -> u64 {
+    rig.envoy
+        .stat("wasmcustom.locality_failover.inventory_updates")
+        .unwrap_or(0)
+}
+
+/// Waits until the filter counted `target` adoptions; false on timeout.
+fn wait_adopted(rig: &Rig, target: u64, timeout: Duration) -> bool {
+    rig.envoy
+        .wait_for(timeout, |_| inventory_updates(rig) >= target)
+}
+
+/// One request outside the scenario, on a connection of its own: the
+/// filter polls the clusters requests were routed to (its default, as in
+/// `envoy/istio/waypoint.yaml`), so until one request went through, it
+/// knows none and leaves requests to Envoy. This one goes to Envoy's own
+/// LB (a healthy pod answers); it counts in no step.
+fn warm_up(rig: &Rig) -> Result<(), String> {
+    let listener = rig.envoy.listener().map_err(|e| e.to_string())?;
+    let mut conn = crate::envoy::HttpConnection::connect(listener, Duration::from_secs(10))
+        .map_err(|e| format!("warm-up: {e}"))?;
+    let r = conn.get("/", &[]).map_err(|e| format!("warm-up: {e}"))?;
+    if r.status >= 500 {
+        return Err(format!("warm-up request answered {}", r.status));
+    }
+    Ok(())
 }
 
 /// What the runner decided about the proxy's locality: None (the node has
@@ -199,6 +229,15 @@ impl WaypointPlayer {
                 rig.alias(eds::host_name(listener, &addr), e.name.clone());
             }
         }
+        let workers = scenario.workers.max(1) as u64;
+        let before = inventory_updates(&rig);
+        warm_up(&rig)?;
+        if !wait_adopted(&rig, before + workers, start.inventory_lag * 10) {
+            eprintln!(
+                "waypoint mode, {}: the filter did not report its first inventory on every worker; playing on",
+                scenario.name
+            );
+        }
         let player = WaypointPlayer {
             rig,
             layout,
@@ -210,9 +249,8 @@ impl WaypointPlayer {
             version: 1,
             stat_name: start.golden.stat_name(SERVICE_CLUSTER),
             inventory_lag: start.inventory_lag,
+            workers,
         };
-        // The filter's first poll.
-        std::thread::sleep(player.inventory_lag);
         Ok(player)
     }
 
@@ -229,6 +267,7 @@ impl WaypointPlayer {
         )?;
         self.version += 1;
         let cla = eds::load_assignment(SERVICE_CLUSTER, &ranked, &self.remote);
+        let before = inventory_updates(&self.rig);
         eds::apply(
             &self.rig.envoy,
             &self.layout,
@@ -237,7 +276,12 @@ impl WaypointPlayer {
             self.version,
             XDS_TIMEOUT,
         )?;
-        std::thread::sleep(self.inventory_lag);
+        if !wait_adopted(&self.rig, before + self.workers, self.inventory_lag) {
+            eprintln!(
+                "waypoint mode, {}: EDS version {}: not every worker reported the new inventory within {:?}",
+                self.scenario.name, self.version, self.inventory_lag
+            );
+        }
         Ok(())
     }
 }
