@@ -104,7 +104,7 @@ pub fn play(
             wasm: &wasm,
             scale,
             shape,
-            inventory_lag: POLL_INTERVAL * 2 + Duration::from_millis(50),
+            inventory_lag: POLL_INTERVAL * 3 + Duration::from_millis(100),
         },
     )?;
     runner::play(scenario, &mut player)

@@ -44,7 +44,8 @@ pub struct WaypointPlayer {
     /// Real time the filter needs to see an EDS change (its poll period,
     /// twice, plus a margin).
     inventory_lag: Duration,
-    workers: u64,
+    /// The filter's VMs: one per worker, one on Envoy's main thread.
+    vms: u64,
 }
 
 /// The filter's count of inventories adopted (each worker's VM counts its own).
@@ -229,10 +230,11 @@ impl WaypointPlayer {
                 rig.alias(eds::host_name(listener, &addr), e.name.clone());
             }
         }
-        let workers = scenario.workers.max(1) as u64;
+        // One VM per worker and one on the main thread, each adopting.
+        let vms = scenario.workers.max(1) as u64 + 1;
         let before = inventory_updates(&rig);
         warm_up(&rig)?;
-        if !wait_adopted(&rig, before + workers, start.inventory_lag * 10) {
+        if !wait_adopted(&rig, before + vms, start.inventory_lag * 10) {
             eprintln!(
                 "waypoint mode, {}: the filter did not report its first inventory on every worker; playing on",
                 scenario.name
@@ -249,7 +251,7 @@ impl WaypointPlayer {
             version: 1,
             stat_name: start.golden.stat_name(SERVICE_CLUSTER),
             inventory_lag: start.inventory_lag,
-            workers,
+            vms,
         };
         Ok(player)
     }
@@ -276,13 +278,25 @@ impl WaypointPlayer {
             self.version,
             XDS_TIMEOUT,
         )?;
-        if !wait_adopted(&self.rig, before + self.workers, self.inventory_lag) {
+        if !wait_adopted(&self.rig, before + self.vms, self.inventory_lag) {
             eprintln!(
                 "waypoint mode, {}: EDS version {}: not every worker reported the new inventory within {:?}",
                 self.scenario.name, self.version, self.inventory_lag
             );
         }
         Ok(())
+    }
+}
+
+impl WaypointPlayer {
+    /// The running Envoy (tests).
+    pub fn envoy(&self) -> &crate::envoy::EnvoyProcess {
+        &self.rig.envoy
+    }
+
+    /// The loopback pods (tests).
+    pub fn upstreams(&self) -> &crate::envoy::Upstreams {
+        &self.rig.upstreams
     }
 }
 
