@@ -16,6 +16,7 @@
 //! - [`player`]: plays the steps (the runner machinery of `crate::real`).
 
 pub mod applicability;
+pub mod demo;
 pub mod eds;
 pub mod golden;
 pub mod player;
