@@ -108,6 +108,7 @@ fn eds_changes_move_the_filters_pick_within_two_poll_periods() {
     let took = until_steered_to(&p, "b", PERIOD * 4)
         .map(|_| t.elapsed())
         .expect("pick never moved to b");
+    eprintln!("EDS removal of a: pick on b after {took:?} (poll period {PERIOD:?})");
     assert!(
         took <= PERIOD * 2 + Duration::from_millis(300),
         "took {took:?}"
@@ -118,6 +119,7 @@ fn eds_changes_move_the_filters_pick_within_two_poll_periods() {
     let took = until_steered_to(&p, "a", PERIOD * 4)
         .map(|_| t.elapsed())
         .expect("pick never back to a");
+    eprintln!("EDS return of a: pick on a after {took:?}");
     assert!(
         took <= PERIOD * 2 + Duration::from_millis(300),
         "took {took:?}"
