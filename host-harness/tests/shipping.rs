@@ -409,6 +409,68 @@ fn envoy_validates_cluster(cluster: &Value) -> Option<Output> {
     )
 }
 
+/// The main waypoint install: the WasmPlugin (stateful-session steering,
+/// inventory from the waypoint's own Envoy) and the EnvoyFilter that inserts
+/// Envoy's `stateful_session` before the router. Where istiod really puts
+/// both is checked on its own output in `tests/istiod_golden.rs`.
+#[test]
+fn istio_waypoint_manifests() {
+    let file = "envoy/istio/waypoint.yaml";
+    let docs = yaml_docs(file);
+    assert_eq!(docs.len(), 2, "{file}: a WasmPlugin and an EnvoyFilter");
+    let plugins = kind(&docs, "WasmPlugin");
+    assert_eq!(plugins.len(), 1, "{file}");
+    let config = check_wasm_plugin(file, plugins[0]);
+    assert_eq!(s(&config, "/steering/mode"), "stateful-session");
+    assert_eq!(s(&config, "/inventory/source"), "envoy");
+    let header = s(&config, "/steering/header").to_string();
+
+    let filters = kind(&docs, "EnvoyFilter");
+    assert_eq!(filters.len(), 1, "{file}");
+    let ef = filters[0];
+    assert_eq!(s(ef, "/apiVersion"), "networking.istio.io/v1alpha3");
+    assert_eq!(s(ef, "/metadata/namespace"), "httpbin");
+    assert_eq!(
+        ef.pointer("/spec/targetRefs"),
+        Some(
+            &json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "httpbin-waypoint"}])
+        )
+    );
+    let patches = ef
+        .pointer("/spec/configPatches")
+        .and_then(Value::as_array)
+        .expect("patches");
+    assert_eq!(patches.len(), 1);
+    let p = &patches[0];
+    assert_eq!(s(p, "/applyTo"), "HTTP_FILTER");
+    assert_eq!(s(p, "/match/context"), "SIDECAR_INBOUND");
+    assert_eq!(s(p, "/match/listener/name"), "main_internal");
+    assert_eq!(
+        s(p, "/match/listener/filterChain/filter/name"),
+        "envoy.filters.network.http_connection_manager"
+    );
+    assert_eq!(
+        s(p, "/match/listener/filterChain/filter/subFilter/name"),
+        "envoy.filters.http.router"
+    );
+    assert_eq!(s(p, "/patch/operation"), "INSERT_BEFORE");
+    let value = p.pointer("/patch/value").expect("patch value");
+    assert_eq!(s(value, "/name"), "envoy.filters.http.stateful_session");
+    assert_eq!(
+        s(value, "/typed_config/session_state/name"),
+        "envoy.http.stateful_session.header"
+    );
+    assert_eq!(
+        s(value, "/typed_config/session_state/typed_config/name"),
+        header,
+        "stateful_session reads the header the filter writes"
+    );
+    assert_eq!(value.pointer("/typed_config/strict"), Some(&json!(false)));
+
+    // Last: the filter's own validator and lint on the pluginConfig.
+    check_plugin_config(file, &config);
+}
+
 #[test]
 fn istio_override_host_manifests() {
     let file = "envoy/istio/override-host.yaml";
@@ -1349,6 +1411,7 @@ fn lint_accepts_the_shipped_plugin_configs() {
     for file in [
         "envoy/istio/route-header.yaml",
         "envoy/istio/override-host.yaml",
+        "envoy/istio/waypoint.yaml",
     ] {
         let docs = yaml_docs(file);
         let plugin = kind(&docs, "WasmPlugin")[0];

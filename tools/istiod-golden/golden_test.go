@@ -67,6 +67,7 @@ var cases = []goldenCase{
 	{Name: "prefer-close", Description: "guide step 4: Service annotated networking.istio.io/traffic-distribution=PreferClose, no DestinationRule", Distribution: "PreferClose"},
 	{Name: "step6", Description: "guide step 6 DestinationRule verbatim: failoverPriority [zone, region], outlierDetection", DROrder: []string{labelZone, labelRegion}},
 	{Name: "network-region-zone", Description: "guide step 6 DestinationRule with failoverPriority [network, region, zone] (the fix this repository recommends)", DROrder: []string{labelNetwork, labelRegion, labelZone}},
+	{Name: "multi-network", Description: "network-region-zone with ambient multi-network on (AMBIENT_ENABLE_MULTI_NETWORK) and an east-west gateway for cluster2-network: the waypoint reaches cluster-2 pods through it", DROrder: []string{labelNetwork, labelRegion, labelZone}, MultiNetwork: true},
 	{Name: "authz", Description: "network-region-zone plus an ALLOW AuthorizationPolicy on the waypoint: where the plugin sits relative to RBAC", DROrder: []string{labelNetwork, labelRegion, labelZone}, AuthzPolicy: true},
 }
 
@@ -151,6 +152,9 @@ func objectsYAML(c goldenCase) string {
 	if c.AuthzPolicy {
 		docs = append(docs, authzYAML)
 	}
+	if c.MultiNetwork {
+		docs = append(docs, systemNamespaceYAML)
+	}
 	return joinYAML(docs...)
 }
 
@@ -182,7 +186,12 @@ func generate(t *testing.T, c goldenCase, manifests []manifest) map[string]any {
 	// Istio configuration (parsed as istiod's CRD client does): the objects
 	// and our manifest, verbatim. Kubernetes objects (for the registries and
 	// the ambient index): the objects.
+	var gateways []model.NetworkGateway
+	if c.MultiNetwork {
+		gateways = []model.NetworkGateway{eastWestGateway}
+	}
 	d := xds.NewFakeDiscoveryServer(t, xds.FakeOptions{
+		Gateways:               gateways,
 		DefaultClusterName:     clusterID,
 		ConfigString:           joinYAML(objects, string(fed.Data)),
 		KubernetesObjectString: objects,
@@ -222,10 +231,11 @@ func generate(t *testing.T, c goldenCase, manifests []manifest) map[string]any {
 			"version": istioModuleVersion(t),
 			"note":    "master after the release-1.31 branch (VERSION 1.32); the Go module proxy serves no Istio release tag",
 		},
-		"go":      runtime.Version(),
-		"env":     map[string]any{"PILOT_ENABLE_AMBIENT": os.Getenv("PILOT_ENABLE_AMBIENT"), "AMBIENT_ENABLE_MULTI_NETWORK": features.EnableAmbientMultiNetwork},
-		"fed":     []string{fed.Name},
-		"fnv1a64": manifestHashes(manifests),
+		"go":              runtime.Version(),
+		"env":             map[string]any{"PILOT_ENABLE_AMBIENT": os.Getenv("PILOT_ENABLE_AMBIENT"), "AMBIENT_ENABLE_MULTI_NETWORK": features.EnableAmbientMultiNetwork},
+		"networkGateways": gateways,
+		"fed":             []string{fed.Name},
+		"fnv1a64":         manifestHashes(manifests),
 		"files": map[string]string{
 			"objects.yaml":   "the guide's objects fed to istiod with the fed manifests (verbatim)",
 			"inputs.json":    "the same objects as data: proxy labels, endpoints, trafficPolicy, trafficDistribution",
@@ -246,6 +256,16 @@ func generate(t *testing.T, c goldenCase, manifests []manifest) map[string]any {
 		"routes.json":    protoList(t, routes),
 		"ecds.json":      normalizeResourceVersion(ecdsJSON),
 	}
+}
+
+// eastWestGateway is cluster 2's east-west gateway, as istiod knows it in a
+// multi-network mesh (its network, cluster, address, HBONE port).
+var eastWestGateway = model.NetworkGateway{
+	Network:   "cluster2-network",
+	Cluster:   "cluster2",
+	Addr:      "172.18.0.20",
+	Port:      15443,
+	HBONEPort: 15008,
 }
 
 // meshConfig is Istio's default mesh config plus what the istiod Helm chart

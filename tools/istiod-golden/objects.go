@@ -190,6 +190,16 @@ func trafficPolicyJSON(order []string) map[string]any {
 	}
 }
 
+// systemNamespaceYAML names cluster 1's network, as a multi-network install
+// labels istio-system.
+const systemNamespaceYAML = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: istio-system
+  labels:
+    topology.istio.io/network: cluster1-network
+`
+
 // authzYAML allows everything from the httpbin namespace through the
 // waypoint: it only makes istiod add its RBAC filter.
 const authzYAML = `apiVersion: security.istio.io/v1

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"sigs.k8s.io/yaml"
+
 	"istio.io/istio/pilot/pkg/config/kube/crd"
 	istiocrd "istio.io/istio/pkg/config/crd"
 	"istio.io/istio/pkg/config/schema/collections"
@@ -34,36 +36,55 @@ func validateManifests(t *testing.T, ms []manifest) map[string]any {
 	var docs []any
 	for _, m := range ms {
 		for _, text := range strings.Split(string(m.Data), "\n---\n") {
-			cfgs, _, err := crd.ParseInputs(text)
-			if err != nil {
-				t.Fatalf("%s: Istio cannot parse it: %v", m.Name, err)
+			if doc := validateDocument(api, m.Name, text); doc != nil {
+				docs = append(docs, doc)
 			}
-			if len(cfgs) == 0 {
-				continue // comments only, or a core Kubernetes kind (Service)
-			}
-			c := cfgs[0]
-			doc := map[string]any{
-				"file": m.Name, "kind": c.GroupVersionKind.Kind, "name": c.Namespace + "/" + c.Name,
-				"apiServer": "ok", "webhook": "ok",
-			}
-			if err := api.ValidateCustomResourceYAML(text, nil); err != nil {
-				doc["apiServer"] = err.Error()
-			}
-			s, found := collections.All.FindByGroupVersionAliasesKind(c.GroupVersionKind)
-			if !found {
-				doc["webhook"] = "no schema for " + c.GroupVersionKind.String()
-			} else {
-				warn, err := s.ValidateConfig(c)
-				if err != nil {
-					doc["webhook"] = err.Error()
-				}
-				if warn != nil {
-					doc["warnings"] = warn.Error()
-				}
-			}
-			docs = append(docs, doc)
 		}
 	}
 	out["documents"] = docs
 	return out
+}
+
+// validateDocument validates one YAML document; nil for a document that is
+// not Istio or Gateway API configuration (comments only, a core Kubernetes
+// kind such as Service).
+func validateDocument(api *istiocrd.Validator, file, text string) map[string]any {
+	var head struct {
+		Kind     string `json:"kind"`
+		Metadata struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+	}
+	if err := yaml.Unmarshal([]byte(text), &head); err != nil || head.Kind == "" {
+		return nil
+	}
+	doc := map[string]any{
+		"file": file, "kind": head.Kind, "name": head.Metadata.Namespace + "/" + head.Metadata.Name,
+		"apiServer": "ok", "webhook": "ok",
+	}
+	if err := api.ValidateCustomResourceYAML(text, nil); err != nil {
+		doc["apiServer"] = err.Error()
+	}
+	cfgs, _, err := crd.ParseInputs(text)
+	switch {
+	case err != nil:
+		doc["webhook"] = "istiod cannot parse it: " + err.Error()
+	case len(cfgs) == 0:
+		return nil // not an Istio or Gateway API kind
+	default:
+		s, found := collections.All.FindByGroupVersionAliasesKind(cfgs[0].GroupVersionKind)
+		if !found {
+			doc["webhook"] = "no schema for " + cfgs[0].GroupVersionKind.String()
+			break
+		}
+		warn, err := s.ValidateConfig(cfgs[0])
+		if err != nil {
+			doc["webhook"] = err.Error()
+		}
+		if warn != nil {
+			doc["warnings"] = warn.Error()
+		}
+	}
+	return doc
 }
