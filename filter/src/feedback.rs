@@ -209,6 +209,35 @@ mod tests {
     }
 
     #[test]
+    fn session_retry_fails_the_pick_and_credits_the_balancers_host() {
+        let retried = FinalAnswer {
+            code: 200,
+            upstream: Some("b".into()),
+            attempts: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            attribute(&list(&["a"]), &retried, RetryShape::PickThenBalancer),
+            vec![
+                ("a".to_string(), Outcome::ConnectFailed),
+                ("b".to_string(), Outcome::Http(200)),
+            ]
+        );
+        // Envoy did not honour the pick (it held it unhealthy): one attempt
+        // elsewhere, nothing against the pick.
+        let overridden = FinalAnswer {
+            code: 200,
+            upstream: Some("b".into()),
+            attempts: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            attribute(&list(&["a"]), &overridden, RetryShape::PickThenBalancer),
+            vec![("b".to_string(), Outcome::Http(200))]
+        );
+    }
+
+    #[test]
     fn upstream_5xx_is_http() {
         let a = FinalAnswer {
             code: 503,

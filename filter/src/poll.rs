@@ -12,6 +12,9 @@
 //! - `<p>/@envoy/inventory`: the published inventory ([`encode`]).
 //! - `<p>/@envoy/version`: its version, u64 LE, written after it: the tick
 //!   reads these 8 bytes and fetches the inventory only when they moved.
+//! - `<p>/@envoy/condition`, `<p>/@envoy/locality`: the last failure
+//!   condition and the inferred locality as logged, so a line is logged
+//!   once per Envoy even when the lease moves or every VM infers.
 
 use crate::admin::AdminHost;
 use crate::host::{decode, Host, HostError};
@@ -30,6 +33,8 @@ pub struct PollKeys {
     pub routed: String,
     pub inventory: String,
     pub version: String,
+    pub condition: String,
+    pub locality: String,
 }
 
 impl PollKeys {
@@ -40,6 +45,8 @@ impl PollKeys {
             routed: format!("{base}/routed"),
             inventory: format!("{base}/inventory"),
             version: format!("{base}/version"),
+            condition: format!("{base}/condition"),
+            locality: format!("{base}/locality"),
         }
     }
 }
@@ -70,6 +77,22 @@ pub fn take_lease(
         Err(HostError::CasMismatch) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Records `text` under `key` unless it is already there; `true` when this
+/// VM recorded it (and so logs it). A host error says log (better twice
+/// than never).
+pub fn first_to_record(host: &mut dyn Host, key: &str, text: &str) -> bool {
+    let Ok((value, cas)) = host.shared_data(key) else {
+        return true;
+    };
+    if value.as_deref() == Some(text.as_bytes()) {
+        return false;
+    }
+    !matches!(
+        host.set_shared_data(key, text.as_bytes(), cas),
+        Err(HostError::CasMismatch)
+    )
 }
 
 /// The routed clusters every VM recorded.

@@ -141,6 +141,7 @@ struct Rig {
     envoy: EnvoyProcess,
     ups: Upstreams,
     fake: FakeAdmin,
+    internal: bool,
     _dir: TempDir,
 }
 
@@ -160,15 +161,25 @@ fn static_cluster(name: &str, addr: SocketAddr) -> Value {
            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": socket(addr)}]}]}})
 }
 
-/// `(upstream, region/zone, priority)` as EDS sends them.
-fn load_assignment(ups: &Upstreams, hosts: &[(&str, &str, u32)]) -> Value {
+/// `(upstream, region/zone, priority)` as EDS sends them: socket
+/// addresses, or (`internal`) a waypoint's internal addresses
+/// `connect_originate/<ip:port>` with Istio's tunnel metadata.
+fn load_assignment(ups: &Upstreams, internal: bool, hosts: &[(&str, &str, u32)]) -> Value {
     let endpoints: Vec<Value> = hosts
         .iter()
         .map(|(name, locality, priority)| {
             let (region, zone) = locality.split_once('/').expect("region/zone");
-            json!({"locality": {"region": region, "zone": zone}, "priority": priority,
-                   "lb_endpoints": [{"endpoint": socket(ups.addr(name).expect("addr")),
-                     "metadata": {"filter_metadata": {"istio": {"workload": format!("{name};ns;svc;v1;Kubernetes")}}}}]})
+            let addr = ups.addr(name).expect("addr");
+            let workload = json!({"workload": format!("{name};ns;svc;v1;Kubernetes")});
+            let lb = if internal {
+                json!({"endpoint": {"address": {"envoy_internal_address": {
+                        "server_listener_name": "connect_originate", "endpoint_id": addr.to_string()}}},
+                       "metadata": {"filter_metadata": {"istio": workload,
+                        "envoy.filters.listener.original_dst": {"local": addr.to_string()}}}})
+            } else {
+                json!({"endpoint": socket(addr), "metadata": {"filter_metadata": {"istio": workload}}})
+            };
+            json!({"locality": {"region": region, "zone": zone}, "priority": priority, "lb_endpoints": [lb]})
         })
         .collect();
     json!({"cluster_name": CLUSTER, "endpoints": endpoints})
@@ -183,6 +194,14 @@ const GUIDE: &[(&str, &str, u32)] = &[
 ];
 
 fn rig(admin_cluster: &str, concurrency: u32) -> Option<Rig> {
+    rig_shaped(admin_cluster, concurrency, false)
+}
+
+/// `internal`: the cluster is shaped like a waypoint's `inbound-vip`
+/// (internal-address endpoints through a `connect_originate` internal
+/// listener that forwards plain TCP to the upstream; a real waypoint opens
+/// an HBONE tunnel there).
+fn rig_shaped(admin_cluster: &str, concurrency: u32, internal: bool) -> Option<Rig> {
     if envoy_binary().is_none() {
         eprintln!("SKIP: envoy not on PATH");
         return None;
@@ -192,7 +211,7 @@ fn rig(admin_cluster: &str, concurrency: u32) -> Option<Rig> {
     let dir = TempDir::new("session").expect("temp dir");
     let layout = Layout::new(dir.path());
     std::fs::create_dir_all(layout.xds_dir()).expect("xds dir");
-    let mut resource = load_assignment(&ups, GUIDE);
+    let mut resource = load_assignment(&ups, internal, GUIDE);
     resource["@type"] = json!(CLA);
     let eds = json!({"version_info": "0", "resources": [resource]});
     std::fs::write(layout.eds(), eds.to_string()).expect("eds file");
@@ -221,18 +240,40 @@ fn rig(admin_cluster: &str, concurrency: u32) -> Option<Rig> {
                     "name": HEADER}}}},
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]});
+    let mut eds_cluster = json!({"name": CLUSTER, "type": "EDS", "connect_timeout": "1s", "lb_policy": "ROUND_ROBIN",
+        "eds_cluster_config": {"eds_config": {"path_config_source": {"path": layout.eds()}, "resource_api_version": "V3"}}});
+    let mut listeners = vec![
+        json!({"name": "ingress", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}),
+    ];
+    let mut clusters = vec![
+        static_cluster(
+            "prometheus_stats",
+            SocketAddr::from(([127, 0, 0, 1], admin_port)),
+        ),
+        static_cluster("fake_admin", fake.addr),
+    ];
+    if internal {
+        eds_cluster["transport_socket"] = json!({"name": "envoy.transport_sockets.internal_upstream", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport",
+            "passthrough_metadata": [{"kind": {"host": {}}, "name": "envoy.filters.listener.original_dst"}],
+            "transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}}});
+        listeners.push(json!({"name": "connect_originate", "internal_listener": {},
+            "listener_filters": [{"name": "envoy.filters.listener.original_dst", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}}],
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": "connect_originate", "cluster": "orig"}}]}]}));
+        clusters.push(json!({"name": "orig", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "1s"}));
+    }
+    clusters.insert(0, eds_cluster);
     let bootstrap = json!({
+    "bootstrap_extensions": [{"name": "envoy.bootstrap.internal_listener", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"}}],
     "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
     "node": {"id": "waypoint", "cluster": "waypoint"},
-    "static_resources": {
-        "listeners": [{"name": "ingress", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
-        "clusters": [
-            {"name": CLUSTER, "type": "EDS", "connect_timeout": "1s", "lb_policy": "ROUND_ROBIN",
-             "eds_cluster_config": {"eds_config": {"path_config_source": {"path": layout.eds()}, "resource_api_version": "V3"}}},
-            static_cluster("prometheus_stats", SocketAddr::from(([127, 0, 0, 1], admin_port))),
-            static_cluster("fake_admin", fake.addr),
-        ]}});
+    "static_resources": {"listeners": listeners, "clusters": clusters}});
     std::fs::write(layout.bootstrap(), bootstrap.to_string()).expect("bootstrap");
     let opts = EnvoyOptions {
         concurrency,
@@ -245,6 +286,7 @@ fn rig(admin_cluster: &str, concurrency: u32) -> Option<Rig> {
         envoy,
         ups,
         fake,
+        internal,
         _dir: dir,
     })
 }
@@ -264,8 +306,41 @@ impl Rig {
         session::decode(last.header(HEADER)?)
     }
 
+    /// The upstream's address as Envoy keys the host.
     fn addr(&self, name: &str) -> String {
-        self.ups.addr(name).expect("addr").to_string()
+        let addr = self.ups.addr(name).expect("addr");
+        if self.internal {
+            format!("envoy://connect_originate/{addr}")
+        } else {
+            addr.to_string()
+        }
+    }
+
+    /// Writes the EDS file (atomically, as Envoy's path watch expects) and
+    /// waits until Envoy accepted it. (`EnvoyProcess::apply_load_assignment`
+    /// would also compare `/clusters` with socket addresses only.)
+    fn apply_eds(&self, cla: &Value, timeout: Duration) -> Result<(), String> {
+        let stat = format!("cluster.{CLUSTER}.update_success");
+        let before = self.envoy.stat(&stat).unwrap_or(0);
+        let mut resource = cla.clone();
+        resource["@type"] = json!(CLA);
+        let body = json!({"version_info": format!("v{before}"), "resources": [resource]});
+        let path = self.envoy.layout().eds();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body.to_string()).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
+        if self
+            .envoy
+            .wait_for(timeout, |e| e.stat(&stat).unwrap_or(0) > before)
+        {
+            Ok(())
+        } else {
+            Err(format!("{stat} did not move"))
+        }
+    }
+
+    fn eds(&self, hosts: &[(&str, &str, u32)]) -> Value {
+        load_assignment(&self.ups, self.internal, hosts)
     }
 
     /// Sends requests until one is answered by `name` with the filter's
@@ -298,9 +373,21 @@ impl Rig {
 
 #[test]
 fn the_filter_reads_envoys_admin_and_follows_eds() {
-    let Some(rig) = rig("prometheus_stats", 2) else {
-        return;
-    };
+    if let Some(rig) = rig("prometheus_stats", 2) {
+        follows_eds(&rig);
+    }
+}
+
+/// As on a waypoint: internal-address endpoints, steered by
+/// `base64("envoy://connect_originate/<ip:port>")`.
+#[test]
+fn internal_address_endpoints_are_steered_and_followed() {
+    if let Some(rig) = rig_shaped("prometheus_stats", 2, true) {
+        follows_eds(&rig);
+    }
+}
+
+fn follows_eds(rig: &Rig) {
     // The first request notes the cluster; the next poll reads it.
     assert!(
         rig.until_steered_to("a", Duration::from_secs(5)).is_some(),
@@ -314,15 +401,13 @@ fn the_filter_reads_envoys_admin_and_follows_eds() {
     }
     assert_eq!(rig.session_seen_by("a"), Some(rig.addr("a")));
     assert!(
-        rig.log_count("inferred from Istio's EDS priorities") >= 1,
+        rig.log_count("inferred from Istio's EDS priorities") == 1,
         "{}",
         rig.envoy.log_tail(30)
     );
     // EDS removes a: the filter's pick moves to b (same region) within two periods.
-    let without_a = load_assignment(&rig.ups, &[GUIDE[1], GUIDE[2]]);
-    rig.envoy
-        .apply_load_assignment(&without_a, T)
-        .expect("EDS applied");
+    let without_a = rig.eds(&[GUIDE[1], GUIDE[2]]);
+    rig.apply_eds(&without_a, T).expect("EDS applied");
     let took = rig
         .until_steered_to("b", PERIOD * 4)
         .expect("pick moved to b");
@@ -331,13 +416,8 @@ fn the_filter_reads_envoys_admin_and_follows_eds() {
         "took {took:?}"
     );
     // EDS adds d in the proxy's zone: the pick moves there.
-    let with_d = load_assignment(
-        &rig.ups,
-        &[("d", "us-east-1/us-east-1a", 0), GUIDE[1], GUIDE[2]],
-    );
-    rig.envoy
-        .apply_load_assignment(&with_d, T)
-        .expect("EDS applied");
+    let with_d = rig.eds(&[("d", "us-east-1/us-east-1a", 0), GUIDE[1], GUIDE[2]]);
+    rig.apply_eds(&with_d, T).expect("EDS applied");
     let took = rig
         .until_steered_to("d", PERIOD * 4)
         .expect("pick moved to d");
@@ -449,17 +529,12 @@ fn a_retried_session_request_leaves_the_pick() {
     assert!(rig.until_steered_to("a", Duration::from_secs(5)).is_some());
     // One priority for Envoy (the filter still ranks a first: its own
     // locality was settled from the first answer), so the retry can leave a.
-    let flat = load_assignment(
-        &rig.ups,
-        &[
-            ("a", "us-east-1/us-east-1a", 0),
-            ("b", "us-east-1/us-east-1b", 0),
-            ("c", "us-west-2/us-west-2a", 0),
-        ],
-    );
-    rig.envoy
-        .apply_load_assignment(&flat, T)
-        .expect("EDS applied");
+    let flat = rig.eds(&[
+        ("a", "us-east-1/us-east-1a", 0),
+        ("b", "us-east-1/us-east-1b", 0),
+        ("c", "us-west-2/us-west-2a", 0),
+    ]);
+    rig.apply_eds(&flat, T).expect("EDS applied");
     std::thread::sleep(PERIOD * 3);
     rig.ups.set("a", UpstreamState::Http(503)).expect("set");
     rig.ups.reset_counts();

@@ -69,7 +69,7 @@ fn config() -> Value {
     json!({
         "trafficPolicy": {
             "loadBalancer": {"simple": "ROUND_ROBIN", "localityLbSetting": {"enabled": true}},
-            "outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "30s"}},
+            "outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}},
         "inventory": {"source": "envoy", "adminCluster": "prometheus_stats", "pollInterval": "1s"},
         "steering": {"mode": "stateful-session", "header": HEADER}})
 }
@@ -304,10 +304,7 @@ fn admin_hanging_keeps_the_last_good_inventory() {
         "no answer from cluster \"prometheus_stats\"",
     );
     let calls = lock(&e.shared).http_calls.clone();
-    assert!(
-        calls.iter().all(|c| c.timeout == Duration::from_secs(2)),
-        "default timeout"
-    );
+    assert!(calls.iter().all(|c| c.timeout == PERIOD), "default timeout");
 }
 
 #[test]
@@ -433,8 +430,51 @@ fn configuration_reference_defaults() {
     };
     assert_eq!(src.admin_cluster, "prometheus_stats");
     assert_eq!(src.poll_interval, Duration::from_secs(1));
-    assert_eq!(src.timeout, Duration::from_secs(2));
+    assert_eq!(src.timeout, Duration::from_secs(1), "the poll interval");
     assert_eq!(src.max_response_bytes, 4 * 1024 * 1024);
     assert!(src.clusters.is_empty());
     assert_eq!(s.steering.header, HEADER);
+}
+
+#[test]
+fn a_retried_session_request_counts_against_the_pick() {
+    let mut e = envoy(1, &guide());
+    e.retry = Some(host_harness::sim::RetryPolicy {
+        attempts: 2,
+        retry_on: vec!["5xx".into()],
+    });
+    warm(&mut e);
+    e.upstreams.insert(address("10.0.0.1"), Behavior::Http(503));
+    // Each request: the pick answers 503, Envoy's retry goes to its
+    // balancer (another host answers 200): the client sees 200, the filter
+    // counts a failure of its pick and ejects it after 5.
+    for _ in 0..5 {
+        let out = e.request(&[]);
+        assert_eq!(out.status, 200);
+        assert_eq!(out.attempts.first(), Some(&address("10.0.0.1")));
+    }
+    assert_eq!(lock(&e.shared).metric("locality_failover.ejections"), 1);
+    assert_eq!(lock(&e.shared).metric("locality_failover.retried"), 5);
+    assert_eq!(picked(&mut e), address("10.0.0.2"));
+}
+
+#[test]
+fn an_unchanged_answer_is_not_published_again() {
+    let mut e = envoy(2, &guide());
+    warm(&mut e);
+    let version = |e: &SimEnvoy| {
+        let s = lock(&e.shared);
+        let v = s.get("locality-failover/@envoy/version").unwrap();
+        u64::from_le_bytes(v.try_into().unwrap())
+    };
+    assert_eq!(version(&e), 1);
+    e.advance(PERIOD * 5);
+    assert!(lock(&e.shared).http_calls.len() >= 6);
+    assert_eq!(version(&e), 1, "same hosts: same version");
+    e.admin = Some(AdminAnswer::Reply {
+        status: 200,
+        body: dump(&guide()[1..]),
+    });
+    e.advance(PERIOD * 2);
+    assert_eq!(version(&e), 2);
 }

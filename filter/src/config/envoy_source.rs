@@ -15,7 +15,9 @@ use super::{duration_field, field_error, ConfigError, InventoryConfig};
 /// Istio's bootstrap cluster that points at the Envoy admin (127.0.0.1:15000).
 pub const DEFAULT_ADMIN_CLUSTER: &str = "prometheus_stats";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
-pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest accepted `timeout`; also caps its default (the poll interval),
+/// so that a poll never waits past the next one by default.
+pub const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Enough for a few thousand endpoints of pretty-printed config dump.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Largest accepted `maxResponseBytes`: the body is copied into the VM.
@@ -75,9 +77,9 @@ pub(super) fn envoy_source(inv: &InventoryConfig) -> Result<EnvoySource, ConfigE
     let timeout = duration_field(
         "inventory.timeout",
         inv.timeout.as_ref(),
-        DEFAULT_POLL_TIMEOUT,
+        poll_interval.min(MAX_POLL_TIMEOUT),
     )?;
-    if timeout > Duration::from_secs(60) {
+    if timeout > MAX_POLL_TIMEOUT {
         return Err(field_error(
             "inventory.timeout",
             format!(

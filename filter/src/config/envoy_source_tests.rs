@@ -52,11 +52,16 @@ fn defaults() {
         EnvoySource {
             admin_cluster: DEFAULT_ADMIN_CLUSTER.into(),
             poll_interval: DEFAULT_POLL_INTERVAL,
-            timeout: DEFAULT_POLL_TIMEOUT,
+            timeout: DEFAULT_POLL_INTERVAL,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             clusters: vec![],
         }
     );
+    // The timeout defaults to the poll interval (at most 60s).
+    let slow = source(&json!({"inventory": {"source": "envoy", "pollInterval": "5m"}}));
+    assert_eq!(slow.timeout, MAX_POLL_TIMEOUT);
+    let fast = source(&json!({"inventory": {"source": "envoy", "pollInterval": "300ms"}}));
+    assert_eq!(fast.timeout, Duration::from_millis(300));
     let s = settings(&json!({"steering": {"mode": "stateful-session"}})).unwrap();
     assert_eq!(s.steering.header, DEFAULT_SESSION_HEADER);
 }

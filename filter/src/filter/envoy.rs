@@ -25,12 +25,14 @@ pub(super) struct Poller {
     in_flight: Option<InFlight>,
     last_poll: Option<u64>,
     adopted_version: Option<u64>,
+    /// Hash of what this VM last published: an unchanged answer is not
+    /// published again, so the other VMs do not re-read it every period.
+    published: Option<u64>,
     /// Per cluster: hash of the hosts last installed.
     adopted: HashMap<String, u64>,
     /// Routed clusters this VM already recorded (or found the list full).
     noted: Vec<String>,
-    /// The failing condition last logged; logged again only when it changes.
-    condition: Option<String>,
+    routed_error_logged: bool,
     locality_settled: bool,
 }
 
@@ -48,9 +50,10 @@ impl Poller {
             in_flight: None,
             last_poll: None,
             adopted_version: None,
+            published: None,
             adopted: HashMap::new(),
             noted: Vec::new(),
-            condition: None,
+            routed_error_logged: false,
             locality_settled: false,
         }
     }
@@ -59,20 +62,22 @@ impl Poller {
         nanos(self.source.poll_interval * 3 + self.source.timeout)
     }
 
-    /// Logs a failing condition once per change, and counts every failure.
+    /// Counts every failure; logs a condition once per change, per Envoy
+    /// (the last one logged is kept in shared data: the lease may move).
     fn fail(&mut self, host: &mut dyn Host, metrics: &Metrics, condition: String) {
         metrics.inc(host, Metric::InventoryPollErrors);
-        if self.condition.as_ref() != Some(&condition) {
+        if poll::first_to_record(host, &self.keys.condition, &condition) {
             host.log(
                 LogLevel::Warn,
                 &format!("locality-failover: envoy inventory: {condition}; keeping the last good inventory"),
             );
-            self.condition = Some(condition);
         }
     }
 
     fn recovered(&mut self, host: &mut dyn Host) {
-        if self.condition.take().is_some() {
+        let failing =
+            matches!(host.shared_data(&self.keys.condition), Ok((Some(v), _)) if !v.is_empty());
+        if failing && poll::first_to_record(host, &self.keys.condition, "") {
             host.log(
                 LogLevel::Info,
                 "locality-failover: envoy inventory: the admin answers again",
@@ -91,8 +96,8 @@ impl Configured {
         };
         let now = host.now_nanos();
         if let Some(f) = &p.in_flight {
-            // Envoy answers every call (a timeout is an empty answer); this
-            // only guards against an answer that never comes.
+            // Envoy answers every call (a timeout is a local 504); this only
+            // guards against an answer that never comes.
             if now.saturating_sub(f.sent_at) < p.lease_ttl() {
                 return;
             }
@@ -162,10 +167,15 @@ impl Configured {
             Ok(c) => c,
             Err(condition) => return p.fail(host, metrics, condition),
         };
+        p.recovered(host);
+        let hash = fnv1a(&poll::encode(0, &clusters));
+        if p.published == Some(hash) {
+            return;
+        }
         if let Err(e) = poll::publish(host, &p.keys, &clusters) {
             return p.fail(host, metrics, format!("cannot publish: {e}"));
         }
-        p.recovered(host);
+        p.published = Some(hash);
         self.adopt_published(host, metrics, seed);
     }
 
@@ -204,10 +214,14 @@ impl Configured {
                     p.noted.push(name);
                 }
                 Err(e) => {
-                    host.log(
-                        LogLevel::Warn,
-                        &format!("locality-failover: routed clusters: {e}"),
-                    );
+                    // Retried by the next request; logged once per VM.
+                    if !p.routed_error_logged {
+                        p.routed_error_logged = true;
+                        host.log(
+                            LogLevel::Warn,
+                            &format!("locality-failover: routed clusters: {e}"),
+                        );
+                    }
                     metrics.inc(host, Metric::HostErrors);
                 }
             }
@@ -312,6 +326,9 @@ impl Configured {
         } else {
             ""
         };
+        if !poll::first_to_record(host, &p.keys.locality, &text) {
+            return;
+        }
         // Warn, not info: the proxy's own locality is a guess an operator
         // should see at Envoy's default log level.
         host.log(

@@ -348,9 +348,12 @@ impl EnvoyProcess {
         // Internal listeners (`envoy_internal_address`) have no port.
         !list.is_empty()
             && list.iter().all(|l| {
-                let a = l.get("local_address");
-                a.and_then(|a| a.get("envoy_internal_address")).is_some()
-                    || a.and_then(|a| a.pointer("/socket_address/port_value"))
+                let address = l.get("local_address");
+                address
+                    .and_then(|a| a.get("envoy_internal_address"))
+                    .is_some()
+                    || address
+                        .and_then(|a| a.pointer("/socket_address/port_value"))
                         .and_then(as_u64)
                         .unwrap_or(0)
                         > 0
