@@ -32,7 +32,13 @@ macro_rules! require_envoy {
     };
 }
 
-const CASES: [&str; 4] = ["no-dr", "prefer-close", "step6", "network-region-zone"];
+const CASES: [&str; 5] = [
+    "no-dr",
+    "prefer-close",
+    "step6",
+    "network-region-zone",
+    "multi-network",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -97,7 +103,13 @@ fn the_chain_keeps_istiods_order_around_our_filter() {
         .unwrap();
     let chains = mi["filter_chains"].as_array().unwrap();
     assert_eq!(chains.len(), 1);
-    let filters: Vec<&str> = chains[0]["filters"][0]["typed_config"]["http_filters"]
+    let hcm = chains[0]["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.network.http_connection_manager")
+        .unwrap();
+    let filters: Vec<&str> = hcm["typed_config"]["http_filters"]
         .as_array()
         .unwrap()
         .iter()
@@ -114,7 +126,7 @@ fn the_chain_keeps_istiods_order_around_our_filter() {
             "envoy.filters.http.router",
         ]
     );
-    let wasm_cfg = &chains[0]["filters"][0]["typed_config"]["http_filters"][3]["typed_config"];
+    let wasm_cfg = &hcm["typed_config"]["http_filters"][3]["typed_config"];
     assert_eq!(wasm_cfg["config"]["root_id"], "locality_failover");
     assert_eq!(wasm_cfg["config"]["failure_policy"], "FAIL_CLOSED");
     assert_eq!(

@@ -33,8 +33,11 @@ const HBONE_TARGET: &str = "in-ambient.httpbin.svc.cluster.local:8000";
 /// Namespace and canonical service of the guide's pods (`istio.workload`).
 const WORKLOAD_NAMESPACE: &str = "httpbin";
 const CANONICAL_SERVICE: &str = "in-ambient";
-/// istiod's cluster id when a pod carries no `topology.istio.io/cluster`.
+/// istiod's cluster id when a pod carries no `topology.istio.io/cluster`:
+/// the guide's cluster 1 for the waypoint's own network, cluster 2 for a
+/// pod behind an east-west gateway (as in the `multi-network` golden case).
 const DEFAULT_CLUSTER_ID: &str = "cluster1";
+const DEFAULT_REMOTE_CLUSTER_ID: &str = "cluster2";
 const LABEL_CLUSTER: &str = "topology.istio.io/cluster";
 
 /// `envoy://<listener>/<ip:port>`: how Envoy names an internal host (in
@@ -48,10 +51,15 @@ pub fn host_name(listener: &str, address: &str) -> String {
 /// `double_hbone` metadata and only the cluster id in `istio.workload`).
 fn lb_endpoint(e: &Endpoint, remote: bool) -> Value {
     let addr = e.address.to_string();
+    let default_id = if remote {
+        DEFAULT_REMOTE_CLUSTER_ID
+    } else {
+        DEFAULT_CLUSTER_ID
+    };
     let cluster_id = e
         .labels
         .get(LABEL_CLUSTER)
-        .map_or(DEFAULT_CLUSTER_ID, String::as_str);
+        .map_or(default_id, String::as_str);
     let (listener, istio) = if remote {
         (
             INNER_CONNECT_ORIGINATE,
@@ -287,7 +295,7 @@ mod tests {
         );
         assert_eq!(
             gw["metadata"]["filter_metadata"]["istio"]["workload"],
-            ";;;;cluster1"
+            ";;;;cluster2"
         );
         let want: BTreeSet<(String, u32)> = [
             ("127.0.0.2:8080".to_string(), 0),

@@ -103,7 +103,8 @@ fn find<'a>(list: &'a [Value], key: &str, value: &str) -> Option<&'a Value> {
 /// `trafficPolicy`, the PreferClose case for a `trafficDistribution` alone,
 /// else the case without either. Only the `inbound-vip` cluster's
 /// DestinationRule fields differ between them, and those are rendered from
-/// the scenario itself (see `render`).
+/// the scenario itself (see `render`). Scenarios with pods behind
+/// east-west gateways use the `multi-network` case instead (`super::play`).
 pub fn case_for(config: &Value) -> &'static str {
     if config.get("trafficPolicy").is_some_and(|v| !v.is_null()) {
         "step6"

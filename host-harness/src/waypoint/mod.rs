@@ -83,7 +83,14 @@ pub fn play(
     let (scaled, mut notes) = scaled_plugin_config(scenario, scale)?;
     notes.push(format!("each step's advance x{scale}"));
     let config = plugin_config(&scaled);
-    let case = golden::case_for(&config);
+    // Pods behind east-west gateways: istiod's output with ambient
+    // multi-network on (the authority matcher first in main_internal).
+    let case = match shape {
+        applicability::Shape::Gateway if !applicability::remote_in(scenario, shape).is_empty() => {
+            "multi-network"
+        }
+        _ => golden::case_for(&config),
+    };
     let golden = golden::Golden::load(case)?;
     eprintln!(
         "waypoint mode, {}: golden case {case} (istiod {}), pods of other networks {}; every duration scaled by {scale} (--time-scale): {}",

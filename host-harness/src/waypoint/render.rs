@@ -131,10 +131,15 @@ pub fn render(input: &RenderInput) -> Result<Rendered, String> {
 }
 
 /// `ip:port` of the service the main_internal matcher sends to its HTTP
-/// chain: the matcher's first IP range and the port key of its map.
+/// chain: the first IP range of its IP matcher (at the top, or after the
+/// multi-network authority matcher's `on_no_match`) and the port key that
+/// leads to the service chain.
 fn main_internal_vip(listener: &Value) -> Result<String, String> {
-    let ip_matcher = listener
-        .pointer("/filter_chain_matcher/matcher_tree/custom_match/typed_config/range_matchers/0")
+    let matcher = listener
+        .get("filter_chain_matcher")
+        .ok_or("golden main_internal: no filter_chain_matcher")?;
+    let ip_matcher = find_key(matcher, "range_matchers")
+        .and_then(|m| m.get(0))
         .ok_or("golden main_internal: no IP range matcher")?;
     let ip = ip_matcher
         .pointer("/ranges/0/address_prefix")
@@ -150,6 +155,17 @@ fn main_internal_vip(listener: &Value) -> Result<String, String> {
         .map(|(k, _)| k.clone())
         .ok_or("golden main_internal: the service chain is not in the port map")?;
     Ok(format!("{ip}:{port}"))
+}
+
+/// The first value under `key` anywhere in `v` (depth first).
+fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => m
+            .get(key)
+            .or_else(|| m.values().find_map(|x| find_key(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
 }
 
 fn file_log(path: &Path, format: &str) -> Value {
@@ -219,10 +235,16 @@ impl Renderer<'_> {
         if before > 1 {
             self.applied.push("direct-chains-dropped");
         }
-        let hcm = chains[0]
-            .pointer_mut("/filters/0/typed_config")
-            .filter(|v| v["@type"] == TYPE_HCM)
-            .ok_or("golden service chain: first filter is not an HCM")?;
+        // The HCM is the last network filter (multi-network puts a
+        // set_filter_state for the destination before it).
+        let hcm = chains[0]["filters"]
+            .as_array_mut()
+            .and_then(|fs| {
+                fs.iter_mut()
+                    .find(|f| f["typed_config"]["@type"] == TYPE_HCM)
+            })
+            .map(|f| &mut f["typed_config"])
+            .ok_or("golden service chain: no HCM")?;
         self.http_connection_manager(hcm)?;
         Ok(l)
     }
