@@ -10,6 +10,7 @@ use std::time::Duration;
 use locality_failover::config::{
     InventorySource, Settings, SteeringMode, DEFAULT_METADATA_NAMESPACE,
 };
+use locality_failover::logline;
 use serde_json::Value;
 
 use crate::envoy::config::METADATA_NAMESPACE;
@@ -22,7 +23,7 @@ use crate::runner::Player;
 use crate::scenario::{EndpointState, Scenario};
 use crate::sim_player::CLUSTER;
 
-use super::rig::{Outcome, Rig, XDS_TIMEOUT};
+use super::rig::{Rig, XDS_TIMEOUT};
 
 /// Where `make build` puts the filter.
 pub const DEFAULT_WASM: &str = "build/locality_failover.wasm";
@@ -36,15 +37,8 @@ pub struct FilterPlayer {
     /// Cluster name as the filter sees it (`xds.cluster_name`).
     cluster: String,
     log_offset: u64,
+    /// Endpoint names the filter's log says are ejected now.
     ejected: BTreeSet<String>,
-    /// Ejections the filter logged without an address, that could not be
-    /// tied to one failing endpoint of the request that caused them.
-    unnamed: u64,
-    /// Filter log events not applied yet, with the index (in the step) of
-    /// the request after which they were read.
-    events: Vec<(usize, FilterEvent)>,
-    /// Requests of the current step sent so far.
-    request_in_step: usize,
 }
 
 /// The filter: `--wasm`, else `build/locality_failover.wasm` in the current
@@ -183,9 +177,6 @@ impl FilterPlayer {
             },
             log_offset: 0,
             ejected: BTreeSet::new(),
-            unnamed: 0,
-            events: Vec::new(),
-            request_in_step: 0,
         })
     }
 
@@ -211,95 +202,29 @@ impl FilterPlayer {
         Ok(())
     }
 
-    /// Reads the filter's new log lines; their events wait in `events`,
-    /// tagged with the request just sent, until [`Self::resolve`].
+    /// Applies the filter's new log lines ([`logline`]) for this cluster to
+    /// the ejected set, in log order.
     fn read_filter_log(&mut self) {
         let (text, next) = self.rig.envoy_log_since(self.log_offset);
         self.log_offset = next;
-        let tag = self.request_in_step;
-        for event in filter_events(&text, &self.cluster) {
-            self.events.push((tag, event));
-        }
-    }
-
-    /// Applies the waiting events in order. An ejection line without an
-    /// address is tied to the endpoint that failed in the request it was
-    /// read after, when exactly one did (`outcomes` of the step's requests).
-    fn resolve(&mut self, outcomes: &[Outcome]) {
-        for (request, event) in std::mem::take(&mut self.events) {
+        for event in text.lines().filter_map(logline::parse) {
             match event {
-                FilterEvent::Ejected(Some(addr)) => {
-                    self.ejected.insert(self.rig.name_of(&addr));
+                logline::Event::Ejected { cluster, address } if cluster == self.cluster => {
+                    self.ejected.insert(self.rig.name_of(address));
                 }
-                FilterEvent::Ejected(None) => {
-                    let failed: BTreeSet<&String> = outcomes
-                        .get(request)
-                        .map(|o| o.failed.iter().collect())
-                        .unwrap_or_default();
-                    match (failed.len(), failed.first()) {
-                        (1, Some(a)) => {
-                            let name = self.rig.name_of(a);
-                            self.ejected.insert(name);
-                        }
-                        _ => self.unnamed += 1,
-                    }
+                logline::Event::Returned { cluster, address } if cluster == self.cluster => {
+                    self.ejected.remove(&self.rig.name_of(address));
                 }
-                FilterEvent::Returned(addr) => {
-                    self.ejected.remove(&self.rig.name_of(&addr));
-                }
+                _ => {}
             }
         }
     }
-}
-
-/// What the filter logs about ejections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FilterEvent {
-    /// `<cluster>: ejected ...` (address unknown) or `<cluster>: <addr> ejected ...`.
-    Ejected(Option<String>),
-    /// `<cluster>: <addr> returns from ejection`.
-    Returned(String),
-}
-
-/// The filter's ejection events for `cluster` in Envoy log text, in order.
-pub fn filter_events(text: &str, cluster: &str) -> Vec<FilterEvent> {
-    let needle = format!("locality-failover: {cluster}: ");
-    let is_addr = |s: &str| s.parse::<std::net::SocketAddr>().is_ok();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(pos) = line.find(&needle) else {
-            continue;
-        };
-        let rest = line[pos + needle.len()..].trim();
-        if let Some(addr) = rest.strip_suffix(" returns from ejection") {
-            if is_addr(addr) {
-                out.push(FilterEvent::Returned(addr.to_string()));
-            }
-            continue;
-        }
-        let mut words = rest.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("ejected"), Some(a)) if is_addr(a.trim_end_matches([',', ':', ';'])) => {
-                out.push(FilterEvent::Ejected(Some(
-                    a.trim_end_matches([',', ':', ';']).to_string(),
-                )));
-            }
-            (Some("ejected"), _) => out.push(FilterEvent::Ejected(None)),
-            (Some(a), Some("ejected")) if is_addr(a) => {
-                out.push(FilterEvent::Ejected(Some(a.to_string())))
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 impl Player for FilterPlayer {
     fn begin_step(&mut self, index: usize) {
         self.rig.begin_step(index);
         self.read_filter_log();
-        self.resolve(&[]);
-        self.request_in_step = 0;
     }
 
     fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String> {
@@ -323,15 +248,11 @@ impl Player for FilterPlayer {
     /// runner only adds them up).
     fn request(&mut self) -> Result<(Vec<String>, bool), String> {
         let error = self.rig.send()?;
-        // The filter logs an ejection in the request's on_log, which runs
-        // before the answer leaves Envoy: tag it with this request.
-        self.read_filter_log();
-        self.request_in_step += 1;
         if !self.rig.step_complete() {
             return Ok((Vec::new(), error));
         }
         let outcomes = self.rig.collect()?;
-        self.resolve(&outcomes);
+        self.read_filter_log();
         Ok((
             outcomes.into_iter().flat_map(|o| o.attempts).collect(),
             error,
@@ -340,40 +261,6 @@ impl Player for FilterPlayer {
 
     fn ejected(&mut self) -> Vec<String> {
         self.read_filter_log();
-        self.resolve(&[]);
         self.ejected.iter().cloned().collect()
-    }
-}
-
-impl FilterPlayer {
-    /// Ejections seen in the log that could not be tied to an endpoint.
-    pub fn unnamed_ejections(&self) -> u64 {
-        self.unnamed
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_filter_log_lines() {
-        let c = "outbound|8000||svc";
-        let log = format!(
-            "[x][info][wasm] wasm log locality_failover: locality-failover: {c}: ejected after consecutive failures\n\
-             [x][info][wasm] wasm log: locality-failover: {c}: 127.0.0.2:8080 ejected after consecutive failures\n\
-             [x][info][wasm] locality-failover: {c}: ejected 127.0.0.3:80 ([Consecutive5xx])\n\
-             [x][info][wasm] locality-failover: {c}: 127.0.0.2:8080 returns from ejection\n\
-             [x][info][wasm] locality-failover: other: 127.0.0.9:1 returns from ejection\n"
-        );
-        assert_eq!(
-            filter_events(&log, c),
-            vec![
-                FilterEvent::Ejected(None),
-                FilterEvent::Ejected(Some("127.0.0.2:8080".into())),
-                FilterEvent::Ejected(Some("127.0.0.3:80".into())),
-                FilterEvent::Returned("127.0.0.2:8080".into()),
-            ]
-        );
     }
 }

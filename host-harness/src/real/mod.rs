@@ -122,15 +122,7 @@ pub fn play(
     match options.mode {
         Mode::Envoy => {
             let mut player = filter_player::FilterPlayer::start(scenario, options, config, scale)?;
-            let out = runner::play(scenario, &mut player);
-            if player.unnamed_ejections() > 0 {
-                eprintln!(
-                    "envoy mode, {}: {} ejection(s) in the filter's log could not be tied to an endpoint (the log line names none); `ejected` may miss them",
-                    scenario.name,
-                    player.unnamed_ejections()
-                );
-            }
-            out
+            runner::play(scenario, &mut player)
         }
         Mode::Native => {
             let mut player = native_player::NativePlayer::start(scenario, &config, scale)?;

@@ -70,8 +70,6 @@ pub struct Rig {
 pub struct Outcome {
     /// Endpoint names of the attempts, in order.
     pub attempts: Vec<String>,
-    /// `ip:port` of the attempts that failed (5xx or no answer).
-    pub failed: Vec<String>,
     /// Status the client got.
     pub status: u16,
 }
@@ -396,11 +394,6 @@ impl Rig {
                     .iter()
                     .filter_map(|a| a.host.as_deref())
                     .map(|h| self.name_of(h))
-                    .collect(),
-                failed: attempts
-                    .iter()
-                    .filter(|a| a.code == 0 || a.code >= 500)
-                    .filter_map(|a| a.host.clone())
                     .collect(),
                 status: *status,
             };
