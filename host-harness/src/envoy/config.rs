@@ -147,10 +147,6 @@ impl Endpoint {
         self.backend = Some(backend.into());
         self
     }
-    pub fn with_locality_weight(mut self, weight: u32) -> Endpoint {
-        self.locality_weight = Some(weight);
-        self
-    }
     /// The route-header backend: `backend`, or the endpoint's name.
     pub fn backend_name(&self) -> &str {
         self.backend.as_deref().unwrap_or(&self.name)
