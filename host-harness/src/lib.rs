@@ -2,6 +2,7 @@
 //! own code ([`sim`]), the scenario format and runner ([`scenario`],
 //! [`runner`], [`modes`]), and the real-Envoy building blocks ([`envoy`]).
 
+pub mod demo;
 pub mod envoy;
 pub mod modes;
 pub mod real;
