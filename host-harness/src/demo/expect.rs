@@ -10,19 +10,29 @@ pub(crate) fn short(pod: &str) -> &str {
 /// attempts shared by a set of pods (each at least once), every other pod
 /// none; and how many answers were 5xx.
 #[derive(Clone, Debug)]
-pub(crate) struct Expect {
-    pub(crate) exact: Vec<(&'static str, u64)>,
-    pub(crate) spread: Vec<&'static str>,
-    pub(crate) spread_total: u64,
-    pub(crate) client_errors: usize,
+pub struct Expect {
+    pub exact: Vec<(&'static str, u64)>,
+    pub spread: Vec<&'static str>,
+    pub spread_total: u64,
+    pub client_errors: usize,
 }
 
 impl Expect {
-    pub(crate) fn only(pod: &'static str, n: u64) -> Expect {
+    pub fn only(pod: &'static str, n: u64) -> Expect {
         Expect {
             exact: vec![(pod, n)],
             spread: vec![],
             spread_total: 0,
+            client_errors: 0,
+        }
+    }
+
+    /// `total` attempts shared by `pods`, each at least once; no 5xx.
+    pub fn spread(pods: &[&'static str], total: u64) -> Expect {
+        Expect {
+            exact: vec![],
+            spread: pods.to_vec(),
+            spread_total: total,
             client_errors: 0,
         }
     }

@@ -41,6 +41,7 @@ pub use run::run;
 use expect::*;
 use files::*;
 use run::*;
+use steps::*;
 
 /// What the shared files say for the docker-compose deployment; the demo
 /// replaces exactly these.

@@ -159,7 +159,7 @@ pub fn run(opts: &Options, files: &DemoFiles) -> Result<bool, String> {
             println!("        {w}");
         }
     }
-    demo.steps()?;
+    demo.play(guide_steps())?;
     Ok(demo.summary())
 }
 
@@ -403,15 +403,15 @@ impl Demo<'_> {
 
     /// Sends `n` requests on `listener` as the guide's curl loop does, prints
     /// the `sort | uniq -c` table and the filter's decision, checks `expect`.
-    pub(crate) fn phase(
-        &mut self,
-        id: &'static str,
-        title: &'static str,
-        listener: &str,
-        n: usize,
-        guide: &[String],
-        expect: Expect,
-    ) -> Result<(), String> {
+    pub(crate) fn phase(&mut self, phase: Phase) -> Result<(), String> {
+        let Phase {
+            id,
+            title,
+            listener,
+            requests: n,
+            guide,
+            expect,
+        } = phase;
         let addr = self
             .envoy
             .listener_addr(listener)
