@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod envoy;
+pub mod error;
 pub mod modes;
 pub mod real;
 pub mod runner;

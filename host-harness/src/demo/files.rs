@@ -41,18 +41,19 @@ pub struct DemoFiles {
 
 /// A file in JSON syntax with `#` comment lines (valid YAML; see the
 /// header of envoy/demo/envoy.yaml).
-pub(crate) fn read_commented_json(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub(crate) fn read_commented_json(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).map_err(HarnessError::io(path.display().to_string()))?;
     let json: String = text
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .collect::<Vec<_>>()
         .join("\n");
-    serde_json::from_str(&json).map_err(|e| {
-        format!(
-            "{}: {e} (this file must stay JSON with `#` comment lines only, see its header)",
-            path.display()
-        )
+    serde_json::from_str(&json).map_err(|e| HarnessError::File {
+        file: path.display().to_string(),
+        message: format!(
+            "{e} (this file must stay JSON with `#` comment lines only, see its header)"
+        ),
     })
 }
 
@@ -61,12 +62,15 @@ pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 }
 
 impl DemoFiles {
-    pub fn load(dir: &Path) -> Result<DemoFiles, String> {
+    pub fn load(dir: &Path) -> Result<DemoFiles> {
         let bootstrap_path = dir.join("envoy.yaml");
         let cds_path = dir.join("cds.yaml");
         let bootstrap = read_commented_json(&bootstrap_path)?;
         let cds = read_commented_json(&cds_path)?;
-        let bad = |what: &str| format!("{}: {what}", cds_path.display());
+        let bad = |what: &str| HarnessError::File {
+            file: cds_path.display().to_string(),
+            message: what.to_string(),
+        };
         let clusters = cds
             .get("resources")
             .and_then(Value::as_array)
@@ -132,7 +136,10 @@ impl DemoFiles {
             }
         }
 
-        let bad = |what: String| format!("{}: {what}", bootstrap_path.display());
+        let bad = |message: String| HarnessError::File {
+            file: bootstrap_path.display().to_string(),
+            message,
+        };
         let mut listeners = Vec::new();
         for l in bootstrap
             .pointer("/static_resources/listeners")

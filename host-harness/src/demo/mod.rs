@@ -30,6 +30,8 @@ use locality_failover::inventory::{EndpointSpec, Inventory};
 use locality_failover::ranking::rank;
 use serde_json::{json, Value};
 
+use crate::error::{HarnessError, Result};
+
 pub mod expect;
 pub mod files;
 pub mod run;
@@ -76,7 +78,7 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(args: &[String]) -> Result<Options, String> {
+    pub fn parse(args: &[String]) -> Result<Options> {
         let mut o = Options {
             wasm: PathBuf::from("build/locality_failover.wasm"),
             config_dir: PathBuf::from("envoy/demo"),
@@ -89,7 +91,7 @@ impl Options {
             let mut value = || {
                 it.next()
                     .map(PathBuf::from)
-                    .ok_or_else(|| format!("{a} needs a value"))
+                    .ok_or_else(|| HarnessError::Usage(format!("{a} needs a value")))
             };
             match a.as_str() {
                 "--wasm" => o.wasm = value()?,
@@ -97,7 +99,7 @@ impl Options {
                 "--work-dir" => o.work_dir = Some(value()?),
                 "--state-file" => o.state_file = Some(value()?),
                 "--describe" => o.describe = true,
-                other => return Err(format!("unknown argument {other:?}")),
+                other => return Err(HarnessError::Usage(format!("unknown argument {other:?}"))),
             }
         }
         Ok(o)

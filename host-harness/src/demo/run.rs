@@ -15,11 +15,15 @@ pub(crate) struct Demo<'a> {
     pub(crate) rows: Vec<Row>,
 }
 
-pub fn run(opts: &Options, files: &DemoFiles) -> Result<bool, String> {
-    let wasm = std::fs::canonicalize(&opts.wasm)
-        .map_err(|e| format!("{}: {e} (run `make build` first)", opts.wasm.display()))?;
-    let binary =
-        envoy_binary().ok_or("envoy not found on PATH (scripts/setup.sh installs Envoy 1.40)")?;
+pub fn run(opts: &Options, files: &DemoFiles) -> Result<bool> {
+    let wasm = std::fs::canonicalize(&opts.wasm).map_err(HarnessError::io(format!(
+        "{} (run `make build` first)",
+        opts.wasm.display()
+    )))?;
+    let binary = envoy_binary().ok_or_else(|| HarnessError::Missing {
+        what: "envoy".into(),
+        hint: "not on PATH (scripts/setup.sh installs Envoy 1.40)".into(),
+    })?;
     let version = std::process::Command::new(&binary)
         .arg("--version")
         .output()
@@ -35,11 +39,11 @@ pub fn run(opts: &Options, files: &DemoFiles) -> Result<bool, String> {
     let _temp;
     let dir = match &opts.work_dir {
         Some(d) => {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(HarnessError::io(d.display().to_string()))?;
             d.clone()
         }
         None => {
-            let t = TempDir::new("demo").map_err(|e| format!("temp dir: {e}"))?;
+            let t = TempDir::new("demo").map_err(HarnessError::io("temp dir"))?;
             let p = t.path().to_path_buf();
             _temp = t;
             p
@@ -48,12 +52,12 @@ pub fn run(opts: &Options, files: &DemoFiles) -> Result<bool, String> {
     let layout = Layout::new(&dir);
 
     let names: Vec<&str> = files.pods.iter().map(|p| p.name.as_str()).collect();
-    let ups = Upstreams::start(&names).map_err(|e| format!("loopback upstreams: {e}"))?;
+    let ups = Upstreams::start(&names).map_err(HarnessError::io("loopback upstreams"))?;
     let mut addresses = BTreeMap::new();
     for p in &files.pods {
         let a = ups
             .addr(&p.name)
-            .ok_or_else(|| format!("no upstream for {}", p.name))?;
+            .ok_or_else(|| HarnessError::unknown("upstream for", &p.name))?;
         addresses.insert(p.address.clone(), a);
     }
 
@@ -72,10 +76,10 @@ pub fn run(opts: &Options, files: &DemoFiles) -> Result<bool, String> {
     };
     let started = Instant::now();
     let envoy = EnvoyProcess::start(&layout, &generated, &options)
-        .map_err(|e| format!("Envoy did not start: {e}"))?;
+        .map_err(HarnessError::envoy("Envoy did not start"))?;
     if let Some(f) = &opts.state_file {
         std::fs::write(f, format!("{} {}\n", envoy.pid(), envoy.base_id()))
-            .map_err(|e| format!("{}: {e}", f.display()))?;
+            .map_err(HarnessError::io(f.display().to_string()))?;
     }
 
     println!("locality-failover demo: the guide's steps 3, 4 and 6 on a real Envoy");
@@ -238,7 +242,7 @@ impl Demo<'_> {
     }
 
     /// Scales deployments: the cluster (endpoints and inventory) now holds `present`.
-    pub(crate) fn scale(&mut self, present: &[&'static str], what: &str) -> Result<(), String> {
+    pub(crate) fn scale(&mut self, present: &[&'static str], what: &str) -> Result<()> {
         self.present = present.iter().copied().collect();
         self.revision += 1;
         let cluster = cluster_for(
@@ -254,7 +258,7 @@ impl Demo<'_> {
         let started = Instant::now();
         self.envoy
             .apply_clusters(&[cluster], T)
-            .map_err(|e| format!("CDS update: {e}"))?;
+            .map_err(HarnessError::envoy("CDS update"))?;
         let names: Vec<&str> = present.iter().map(|p| short(p)).collect();
         println!(
             "    -> CDS update: endpoints {{{}}}, applied in {} ms",
@@ -264,15 +268,8 @@ impl Demo<'_> {
         Ok(())
     }
 
-    pub(crate) fn set(
-        &mut self,
-        pod: &str,
-        state: UpstreamState,
-        what: &str,
-    ) -> Result<(), String> {
-        self.ups
-            .set(pod, state)
-            .map_err(|e| format!("{pod}: {e}"))?;
+    pub(crate) fn set(&mut self, pod: &str, state: UpstreamState, what: &str) -> Result<()> {
+        self.ups.set(pod, state).map_err(HarnessError::io(pod))?;
         let s = match state {
             UpstreamState::Healthy => "200".to_string(),
             UpstreamState::Http(c) => c.to_string(),
@@ -284,13 +281,16 @@ impl Demo<'_> {
 
     /// The filter's ranking of the present pods (its own code:
     /// `locality_failover::ranking::rank`, on the listener's configuration).
-    pub(crate) fn ranking(&self, listener: &str) -> Result<(), String> {
+    pub(crate) fn ranking(&self, listener: &str) -> Result<()> {
         let l = self
             .files
             .listener(listener)
-            .ok_or_else(|| format!("no listener {listener}"))?;
-        let settings = Settings::from_bytes(l.plugin_config.as_bytes())
-            .map_err(|e| format!("listener {listener}: {e}"))?;
+            .ok_or_else(|| HarnessError::unknown("listener", listener))?;
+        let settings =
+            Settings::from_bytes(l.plugin_config.as_bytes()).map_err(|e| HarnessError::File {
+                file: format!("listener {listener}"),
+                message: e.to_string(),
+            })?;
         let pods: Vec<&Pod> = self
             .files
             .pods
@@ -306,7 +306,7 @@ impl Demo<'_> {
                 ..EndpointSpec::default()
             })
             .collect();
-        let inventory = Inventory::from_specs(&specs).map_err(|e| e.to_string())?;
+        let inventory = Inventory::from_specs(&specs)?;
         let ranking = rank(
             &settings.policy.ranking,
             &self.files.node_labels,
@@ -403,7 +403,7 @@ impl Demo<'_> {
 
     /// Sends `n` requests on `listener` as the guide's curl loop does, prints
     /// the `sort | uniq -c` table and the filter's decision, checks `expect`.
-    pub(crate) fn phase(&mut self, phase: Phase) -> Result<(), String> {
+    pub(crate) fn phase(&mut self, phase: Phase) -> Result<()> {
         let Phase {
             id,
             title,
@@ -415,7 +415,7 @@ impl Demo<'_> {
         let addr = self
             .envoy
             .listener_addr(listener)
-            .ok_or_else(|| format!("no listener {listener}"))?;
+            .ok_or_else(|| HarnessError::unknown("listener", listener))?;
         let metrics_before = self.metrics();
         let mark = self.envoy.access_log().mark();
         let mut ids = Vec::new();
@@ -423,7 +423,7 @@ impl Demo<'_> {
         let mut client_errors = 0;
         for _ in 0..n {
             let r = http_get(addr, PATH, &[("host", HOST)], T)
-                .map_err(|e| format!("request to {listener}: {e}"))?;
+                .map_err(HarnessError::io(format!("request to {listener}")))?;
             let id = r.header("x-request-id").unwrap_or_default().to_string();
             if r.status >= 500 {
                 client_errors += 1;

@@ -387,7 +387,7 @@ fn step6_fixed() -> Vec<Action> {
 
 impl Demo<'_> {
     /// Plays `actions` in order; stops at the first that cannot run.
-    pub(crate) fn play(&mut self, actions: Vec<Action>) -> Result<(), String> {
+    pub(crate) fn play(&mut self, actions: Vec<Action>) -> Result<()> {
         let mut ejected_at = Instant::now();
         let mut returns_before = 0;
         for action in actions {

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use locality_failover::config::{
     InventorySource, Settings, SteeringMode, DEFAULT_METADATA_NAMESPACE,
@@ -18,11 +17,12 @@ use crate::envoy::{
     Endpoint, FilterModeConfig, Frontend, Layout, Node, RetryPolicy, Steering, Upstreams,
     WasmFilter,
 };
+use crate::error::{HarnessError, Result};
 use crate::modes::RunOptions;
-use crate::runner::Player;
-use crate::scenario::{EndpointState, Scenario};
+use crate::scenario::Scenario;
 use crate::sim_player::CLUSTER;
 
+use super::player::RealEnvoy;
 use super::rig::{Rig, XDS_TIMEOUT};
 
 /// Where `make build` puts the filter.
@@ -43,12 +43,15 @@ pub struct FilterPlayer {
 
 /// The filter: `--wasm`, else `build/locality_failover.wasm` in the current
 /// directory or in the workspace.
-pub fn wasm_path(options: &RunOptions) -> Result<PathBuf, String> {
+pub fn wasm_path(options: &RunOptions) -> Result<PathBuf> {
     if let Some(p) = &options.wasm {
         return if p.is_file() {
             Ok(p.clone())
         } else {
-            Err(format!("--wasm {}: no such file", p.display()))
+            Err(HarnessError::Missing {
+                what: format!("--wasm {}", p.display()),
+                hint: "no such file".into(),
+            })
         };
     }
     let here = PathBuf::from(DEFAULT_WASM);
@@ -61,9 +64,10 @@ pub fn wasm_path(options: &RunOptions) -> Result<PathBuf, String> {
     if workspace.is_file() {
         return Ok(workspace);
     }
-    Err(format!(
-        "{DEFAULT_WASM} not found: run `make build` first (or pass --wasm PATH)"
-    ))
+    Err(HarnessError::Missing {
+        what: DEFAULT_WASM.into(),
+        hint: "run `make build` first (or pass --wasm PATH)".into(),
+    })
 }
 
 /// Replaces each inline inventory endpoint's scenario address (an
@@ -73,7 +77,7 @@ fn rewrite_inline_inventory(
     config: &mut Value,
     scenario: &Scenario,
     upstreams: &Upstreams,
-) -> Result<(), String> {
+) -> Result<()> {
     let Some(list) = config
         .pointer_mut("/inventory/endpoints")
         .and_then(Value::as_array_mut)
@@ -92,7 +96,12 @@ fn rewrite_inline_inventory(
         let addr = by_name
             .or(by_addr)
             .and_then(|x| upstreams.addr(&x.name))
-            .ok_or_else(|| format!("inline inventory entry {e} is not a scenario endpoint"))?;
+            .ok_or_else(|| {
+                HarnessError::unknown(
+                    "scenario endpoint for the inline inventory entry",
+                    e.to_string(),
+                )
+            })?;
         e["address"] = Value::String(addr.to_string());
     }
     Ok(())
@@ -106,21 +115,23 @@ impl FilterPlayer {
         options: &RunOptions,
         mut plugin_config: Value,
         scale: f64,
-    ) -> Result<FilterPlayer, String> {
+    ) -> Result<FilterPlayer> {
         let wasm = wasm_path(options)?;
-        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes())
-            .map_err(|e| e.to_string())?;
+        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes())?;
         if !settings.steering.address_prefix.is_empty() {
-            return Err(format!(
-                "steering.addressPrefix {:?}: the envoy mode's clusters take plain ip:port",
-                settings.steering.address_prefix
-            ));
+            return Err(HarnessError::Unsupported {
+                field: "steering.addressPrefix".into(),
+                value: format!("{:?}", settings.steering.address_prefix),
+                reason: "the envoy mode's clusters take plain ip:port".into(),
+            });
         }
         if let InventorySource::ClusterMetadata { namespace } = &settings.inventory {
             if namespace != METADATA_NAMESPACE {
-                return Err(format!(
-                    "inventory.namespace {namespace:?}: the envoy mode publishes the inventory under {DEFAULT_METADATA_NAMESPACE:?}"
-                ));
+                return Err(HarnessError::Unsupported {
+                    field: "inventory.namespace".into(),
+                    value: format!("{namespace:?}"),
+                    reason: format!("the envoy mode publishes the inventory under {DEFAULT_METADATA_NAMESPACE:?}"),
+                });
             }
         }
         let steering = match settings.steering.mode {
@@ -141,12 +152,12 @@ impl FilterPlayer {
             .map(|e| {
                 let addr = upstreams
                     .addr(&e.name)
-                    .ok_or_else(|| format!("no upstream for endpoint {}", e.name))?;
+                    .ok_or_else(|| HarnessError::unknown("upstream for endpoint", &e.name))?;
                 let mut ep = Endpoint::new(e.name.clone(), addr).with_weight(e.weight);
                 ep.labels = e.labels.clone();
                 Ok(ep)
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_>>()?;
         let mut cfg = FilterModeConfig::new(steering, endpoints);
         cfg.cluster_name = CLUSTER.to_string();
         cfg.node = Node::with_labels(scenario.client_labels.clone());
@@ -182,7 +193,7 @@ impl FilterPlayer {
 
     /// Rewrites the CDS file with the present endpoints (in the cluster and
     /// in the metadata inventory) and a new revision; waits until applied.
-    fn publish(&mut self) -> Result<(), String> {
+    fn publish(&mut self) -> Result<()> {
         self.revision += 1;
         let mut endpoints = Vec::new();
         for e in &self.scenario.endpoints {
@@ -198,7 +209,7 @@ impl FilterPlayer {
         self.rig
             .envoy
             .apply_clusters(&self.cfg.clusters(), XDS_TIMEOUT)
-            .map_err(|e| format!("CDS update: {e}"))?;
+            .map_err(HarnessError::envoy("CDS update"))?;
         Ok(())
     }
 
@@ -221,46 +232,20 @@ impl FilterPlayer {
     }
 }
 
-impl Player for FilterPlayer {
-    fn begin_step(&mut self, index: usize) {
-        self.rig.begin_step(index);
+impl RealEnvoy for FilterPlayer {
+    fn parts(&mut self) -> (&Scenario, &mut BTreeSet<String>, &mut Rig) {
+        (&self.scenario, &mut self.present, &mut self.rig)
+    }
+
+    fn publish(&mut self) -> Result<()> {
+        FilterPlayer::publish(self)
+    }
+
+    fn observe(&mut self) {
         self.read_filter_log();
     }
 
-    fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String> {
-        let rig = &mut self.rig;
-        let changed = self
-            .scenario
-            .apply_set(&mut self.present, set, |e, state| {
-                rig.set_upstream(&e.name, state)
-            })?;
-        if changed {
-            self.publish()?;
-        }
-        Ok(())
-    }
-
-    fn advance(&mut self, by: Duration) {
-        self.rig.advance(by);
-    }
-
-    /// The step's attempts are all returned with its last request (the
-    /// runner only adds them up).
-    fn request(&mut self) -> Result<(Vec<String>, bool), String> {
-        let error = self.rig.send()?;
-        if !self.rig.step_complete() {
-            return Ok((Vec::new(), error));
-        }
-        let outcomes = self.rig.collect()?;
-        self.read_filter_log();
-        Ok((
-            outcomes.into_iter().flat_map(|o| o.attempts).collect(),
-            error,
-        ))
-    }
-
-    fn ejected(&mut self) -> Vec<String> {
-        self.read_filter_log();
+    fn ejected_now(&mut self) -> Vec<String> {
         self.ejected.iter().cloned().collect()
     }
 }
