@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod envoy;
 pub mod error;
+pub mod fixtures;
 pub mod modes;
 pub mod real;
 pub mod runner;

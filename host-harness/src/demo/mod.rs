@@ -5,7 +5,8 @@
 //! client in cluster 1 (network `cluster1-network`, region `us-east-1`, zone
 //! `us-east-1a`) through failover between the `in-ambient` pods of two
 //! clusters. Here a local Envoy running the filter plays the cluster-1
-//! waypoint, and loopback HTTP servers play the pods.
+//! waypoint, and loopback HTTP servers play the pods
+//! ([`crate::fixtures::guide`]).
 //!
 //! - [`files`]: the shared files (`envoy/demo/envoy.yaml` + `cds.yaml`, the
 //!   ones `envoy/docker-compose.yaml` mounts) and their localisation;
@@ -58,10 +59,10 @@ pub(crate) const HOST: &str = "in-ambient.httpbin.mesh.internal:8000";
 pub(crate) const PATH: &str = "/hostname";
 pub(crate) const T: Duration = Duration::from_secs(10);
 
-pub(crate) const ABC: &str = "in-ambient-7d8f9b6c54-abc12";
-pub(crate) const DEF: &str = "in-ambient-7d8f9b6c54-def34";
-pub(crate) const XYZ: &str = "in-ambient-8e9f0c7d65-xyz98";
-pub(crate) const UVW: &str = "in-ambient-8e9f0c7d65-uvw56";
+pub(crate) const ABC: &str = crate::fixtures::guide::ABC.name;
+pub(crate) const DEF: &str = crate::fixtures::guide::DEF.name;
+pub(crate) const XYZ: &str = crate::fixtures::guide::XYZ.name;
+pub(crate) const UVW: &str = crate::fixtures::guide::UVW.name;
 
 pub(crate) const LISTENER_STEP3: &str = "step3-prefer-network";
 pub(crate) const LISTENER_STEP4: &str = "step4-prefer-close";
