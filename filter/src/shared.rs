@@ -67,8 +67,6 @@ impl ClusterKeys {
 pub struct SharedStore<'h> {
     host: &'h mut dyn Host,
     keys: ClusterKeys,
-    /// Incremented on each CAS retry, for the metric.
-    pub cas_retries: u64,
 }
 
 impl<'h> SharedStore<'h> {
@@ -76,7 +74,6 @@ impl<'h> SharedStore<'h> {
         SharedStore {
             host,
             keys: keys.clone(),
-            cas_retries: 0,
         }
     }
 
@@ -90,12 +87,6 @@ impl<'h> SharedStore<'h> {
 
     fn epoch_key(&self) -> String {
         self.keys.epoch().to_string()
-    }
-
-    /// The table's generation as last published; the hot-path read.
-    pub fn epoch(&self) -> Result<Option<u64>, HostError> {
-        let (value, _) = self.host.shared_data(&self.epoch_key())?;
-        Ok(value.and_then(|v| crate::host::decode::u64_le(&v)))
     }
 
     pub fn table(&self) -> Result<EjectionTable, HostError> {
@@ -118,12 +109,6 @@ impl<'h> SharedStore<'h> {
         Ok(())
     }
 
-    /// Current streaks of one endpoint (missing key: zero).
-    pub fn streaks(&self, address: &str) -> Result<Streaks, HostError> {
-        let (value, _) = self.host.shared_data(&self.streak_key(address))?;
-        Ok(value.map(|v| decode_streaks(&v)).unwrap_or_default())
-    }
-
     fn publish_epoch(&mut self, generation: u64) -> Result<(), HostError> {
         let key = self.epoch_key();
         for _ in 0..CAS_ATTEMPTS {
@@ -139,7 +124,7 @@ impl<'h> SharedStore<'h> {
                 .set_shared_data(&key, &generation.to_le_bytes(), cas)
             {
                 Ok(()) => return Ok(()),
-                Err(HostError::CasMismatch) => self.cas_retries += 1,
+                Err(HostError::CasMismatch) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -162,7 +147,7 @@ impl OutlierStore for SharedStore<'_> {
             }
             match self.host.set_shared_data(&key, &encode_streaks(&s), cas) {
                 Ok(()) => return Ok(()),
-                Err(HostError::CasMismatch) => self.cas_retries += 1,
+                Err(HostError::CasMismatch) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -186,7 +171,7 @@ impl OutlierStore for SharedStore<'_> {
             })?;
             match self.host.set_shared_data(&key, &bytes, cas) {
                 Ok(()) => return self.publish_epoch(table.generation),
-                Err(HostError::CasMismatch) => self.cas_retries += 1,
+                Err(HostError::CasMismatch) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -2,7 +2,10 @@
 //! own code ([`sim`]), the scenario format and runner ([`scenario`],
 //! [`runner`], [`modes`]), and the real-Envoy building blocks ([`envoy`]).
 
+pub mod demo;
 pub mod envoy;
+pub mod error;
+pub mod fixtures;
 pub mod modes;
 pub mod real;
 pub mod runner;

@@ -7,6 +7,7 @@ use locality_failover::config::Settings;
 use locality_failover::inventory::{EndpointSpec, Inventory};
 use locality_failover::ranking::rank;
 
+use crate::error::{HarnessError, Result};
 use crate::runner::{self, Mismatch, StepResult};
 use crate::scenario::Scenario;
 use crate::sim_player::SimPlayer;
@@ -25,14 +26,14 @@ pub enum Mode {
 }
 
 impl FromStr for Mode {
-    type Err = String;
+    type Err = HarnessError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "sim" => Ok(Mode::Sim),
             "envoy" => Ok(Mode::Envoy),
             "native" => Ok(Mode::Native),
             "waypoint" => Ok(Mode::Waypoint),
-            other => Err(format!("unknown mode {other:?}")),
+            other => Err(HarnessError::Usage(format!("unknown mode {other:?}"))),
         }
     }
 }
@@ -48,10 +49,7 @@ pub struct RunOptions {
     pub workers: Option<usize>,
 }
 
-pub fn play(
-    scenario: &Scenario,
-    options: &RunOptions,
-) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
+pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult>, Vec<Mismatch>)> {
     let mut scenario = scenario.clone();
     if let Some(w) = options.workers {
         scenario.workers = w;
@@ -68,9 +66,8 @@ pub fn play(
 
 /// Each endpoint's priority for the scenario's client, as the filter ranks
 /// it (and as the native mode programs Envoy's EDS priorities).
-pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>, String> {
-    let settings = Settings::from_bytes(scenario.plugin_config().to_string().as_bytes())
-        .map_err(|e| e.to_string())?;
+pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>> {
+    let settings = Settings::from_bytes(scenario.plugin_config().to_string().as_bytes())?;
     let specs: Vec<EndpointSpec> = scenario
         .endpoints
         .iter()
@@ -82,7 +79,7 @@ pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>, String> {
             ..Default::default()
         })
         .collect();
-    let inventory = Inventory::from_specs(&specs).map_err(|e| e.to_string())?;
+    let inventory = Inventory::from_specs(&specs)?;
     let ranking = rank(
         &settings.policy.ranking,
         &scenario.client_labels,

@@ -361,13 +361,13 @@ impl Scenario {
         &self,
         present: &mut std::collections::BTreeSet<String>,
         set: &[(String, EndpointState)],
-        mut behave: impl FnMut(&ScenarioEndpoint, EndpointState) -> Result<(), String>,
-    ) -> Result<bool, String> {
+        mut behave: impl FnMut(&ScenarioEndpoint, EndpointState) -> crate::error::Result<()>,
+    ) -> crate::error::Result<bool> {
         let mut changed = false;
         for (name, state) in set {
             let endpoint = self
                 .endpoint(name)
-                .ok_or_else(|| format!("unknown endpoint {name}"))?;
+                .ok_or_else(|| crate::error::HarnessError::unknown("endpoint", name))?;
             behave(endpoint, *state)?;
             match state {
                 EndpointState::Removed => changed |= present.remove(name),

@@ -55,10 +55,7 @@ impl Configured {
             for (address, why) in &ejected {
                 host.log(
                     LogLevel::Info,
-                    &format!(
-                        "locality-failover: {}: ejected {address} ({why:?})",
-                        request.cluster
-                    ),
+                    &crate::logline::ejected(&request.cluster, address, why),
                 );
             }
             metrics.add(host, Metric::Ejections, ejected.len() as i64);

@@ -31,6 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::error::Result;
 use crate::modes;
 use crate::scenario::{EndpointState, Scenario};
 
@@ -73,7 +74,7 @@ fn ranking_with(
     scenario: &Scenario,
     client: BTreeMap<String, String>,
     relabel: impl Fn(&str, &BTreeMap<String, String>) -> BTreeMap<String, String>,
-) -> Result<Vec<(String, u32)>, String> {
+) -> Result<Vec<(String, u32)>> {
     let mut s = scenario.clone();
     s.client_labels = client;
     for e in &mut s.endpoints {
@@ -113,7 +114,7 @@ pub enum Shape {
 
 /// The shape a scenario plays in (the gateway one when it applies, else
 /// the flat one), or why neither applies.
-pub fn decide(scenario: &Scenario) -> Result<Result<Shape, String>, String> {
+pub fn decide(scenario: &Scenario) -> Result<std::result::Result<Shape, String>> {
     if let Some(why) = common_reason(scenario) {
         return Ok(Err(why));
     }
@@ -144,7 +145,7 @@ fn seen_reason(
     scenario: &Scenario,
     remote: &BTreeSet<String>,
     context: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>> {
     let full = modes::ranking(scenario)?;
     let own = scenario.client_labels.get(LABEL_NETWORK).cloned();
     let seen = ranking_with(
@@ -173,7 +174,7 @@ fn seen_reason(
     }))
 }
 
-fn gateway_reason(scenario: &Scenario) -> Result<Option<String>, String> {
+fn gateway_reason(scenario: &Scenario) -> Result<Option<String>> {
     let remote = remote_pods(scenario);
     if let Some(why) = seen_reason(scenario, &remote, " and gateway or not")? {
         return Ok(Some(why));

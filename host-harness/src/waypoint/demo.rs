@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::{plugin_config, DEFAULT_TIME_SCALE};
+use crate::error::Result;
 use crate::modes::{Mode, RunOptions};
 use crate::runner::StepResult;
 use crate::scenario::Scenario;
@@ -65,8 +66,8 @@ fn policy_summary(config: &Value) -> String {
 }
 
 /// Plays one seed scenario; prints its steps; true when all passed.
-fn play_seed(file: &Path, options: &RunOptions) -> Result<bool, String> {
-    let scenario = Scenario::load(file).map_err(|e| e.to_string())?;
+fn play_seed(file: &Path, options: &RunOptions) -> Result<bool> {
+    let scenario = Scenario::load(file)?;
     println!("\n{}", "=".repeat(100));
     println!("{}", scenario.name);
     println!(
@@ -94,7 +95,7 @@ fn play_seed(file: &Path, options: &RunOptions) -> Result<bool, String> {
 }
 
 /// Runs every seed; Ok(true) when every step passed.
-pub fn run(wasm: Option<PathBuf>) -> Result<bool, String> {
+pub fn run(wasm: Option<PathBuf>) -> Result<bool> {
     println!("locality-failover demo, part 2: the guide's steps 3, 4 and 6 on a waypoint-shaped Envoy 1.40");
     println!("made from the xDS istiod generates for the guide's waypoint (tests/golden/istiod,");
     println!(

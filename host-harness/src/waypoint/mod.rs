@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::error::{HarnessError, Result};
 use crate::modes::RunOptions;
 use crate::real::{filter_player::wasm_path, scaled_plugin_config};
 use crate::runner::{self, Mismatch, StepResult};
@@ -65,10 +66,7 @@ pub fn plugin_config(scaled: &Value) -> Value {
     Value::Object(cfg)
 }
 
-pub fn play(
-    scenario: &Scenario,
-    options: &RunOptions,
-) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
+pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult>, Vec<Mismatch>)> {
     let shape = match applicability::decide(scenario)? {
         Ok(shape) => shape,
         Err(reason) => {
@@ -77,7 +75,10 @@ pub fn play(
         }
     };
     if crate::envoy::envoy_binary().is_none() {
-        return Err("envoy not found on PATH (or $ENVOY_BIN): run scripts/setup.sh".into());
+        return Err(HarnessError::Missing {
+            what: "envoy".into(),
+            hint: "not on PATH (or $ENVOY_BIN): run scripts/setup.sh".into(),
+        });
     }
     let scale = options.time_scale.unwrap_or(DEFAULT_TIME_SCALE);
     let (scaled, mut notes) = scaled_plugin_config(scenario, scale)?;
@@ -91,7 +92,10 @@ pub fn play(
         }
         _ => golden::case_for(&config),
     };
-    let golden = golden::Golden::load(case)?;
+    let golden = golden::Golden::load(case).map_err(|message| HarnessError::File {
+        file: format!("tests/golden/istiod/{case}"),
+        message,
+    })?;
     eprintln!(
         "waypoint mode, {}: golden case {case} (istiod {}), pods of other networks {}; every duration scaled by {scale} (--time-scale): {}",
         scenario.name,

@@ -19,11 +19,12 @@ use crate::envoy::config::{
     Endpoint, Generated, Layout, NativeModeConfig, LABEL_REGION, LABEL_SUBZONE, LABEL_ZONE,
 };
 use crate::envoy::RetryPolicy;
+use crate::error::{HarnessError, Result};
 use crate::real::native_player::ENVOY_UPDATE_MERGE_WINDOW;
 use crate::real::native_player::{lb_policy, outlier_detection, ranked_endpoints};
+use crate::real::player::RealEnvoy;
 use crate::real::rig::{Rig, XDS_TIMEOUT};
-use crate::runner::Player;
-use crate::scenario::{EndpointState, Scenario};
+use crate::scenario::Scenario;
 
 /// The waypoint's identity as istio-proxy writes it (the golden proxy).
 const NODE_ID: &str =
@@ -66,13 +67,21 @@ fn wait_adopted(rig: &Rig, target: u64, timeout: Duration) -> bool {
 /// `envoy/istio/waypoint.yaml`), so until one request went through, it
 /// knows none and leaves requests to Envoy. This one goes to Envoy's own
 /// LB (a healthy pod answers); it counts in no step.
-fn warm_up(rig: &Rig) -> Result<(), String> {
-    let listener = rig.envoy.listener().map_err(|e| e.to_string())?;
+fn warm_up(rig: &Rig) -> Result<()> {
+    let listener = rig
+        .envoy
+        .listener()
+        .map_err(HarnessError::envoy("warm-up"))?;
     let mut conn = crate::envoy::HttpConnection::connect(listener, Duration::from_secs(10))
-        .map_err(|e| format!("warm-up: {e}"))?;
-    let r = conn.get("/", &[]).map_err(|e| format!("warm-up: {e}"))?;
+        .map_err(HarnessError::io("warm-up connection"))?;
+    let r = conn
+        .get("/", &[])
+        .map_err(HarnessError::io("warm-up request"))?;
     if r.status >= 500 {
-        return Err(format!("warm-up request answered {}", r.status));
+        return Err(HarnessError::Traffic(format!(
+            "warm-up request answered {}",
+            r.status
+        )));
     }
     Ok(())
 }
@@ -170,9 +179,8 @@ pub struct Start<'a> {
 }
 
 impl WaypointPlayer {
-    pub fn start(scenario: &Scenario, start: Start) -> Result<WaypointPlayer, String> {
-        let settings = Settings::from_bytes(start.scaled_config.to_string().as_bytes())
-            .map_err(|e| e.to_string())?;
+    pub fn start(scenario: &Scenario, start: Start) -> Result<WaypointPlayer> {
+        let settings = Settings::from_bytes(start.scaled_config.to_string().as_bytes())?;
         let mut labels = scenario.client_labels.clone();
         for (k, v) in &settings.locality_override {
             labels.insert(k.clone(), v.clone());
@@ -203,12 +211,15 @@ impl WaypointPlayer {
             layout: &layout,
             plugin_config: start.plugin_config.to_string(),
             wasm: Some(start.wasm),
-            admin_port: render::free_port()?,
+            admin_port: render::free_port().map_err(HarnessError::io("admin port"))?,
             node: node(&scenario.client_labels, locality.as_ref().map(|(l, _)| l)),
             cluster_policy: cluster_policy(&settings, &layout, start.scale),
             retry,
         };
-        let rendered = render::render(&input)?;
+        let rendered = render::render(&input).map_err(|message| HarnessError::File {
+            file: format!("tests/golden/istiod/{}", start.golden.case),
+            message,
+        })?;
         let generated = Generated {
             bootstrap: rendered.bootstrap,
             clusters: None,
@@ -258,7 +269,7 @@ impl WaypointPlayer {
 
     /// Rewrites the EDS file for the present pods, ranked again as istiod
     /// would; waits until Envoy applied it and the filter polled it.
-    fn publish(&mut self) -> Result<(), String> {
+    fn publish(&mut self) -> Result<()> {
         let rig = &self.rig;
         let (ranked, _) = ranked_endpoints(
             &self.scenario,
@@ -277,7 +288,8 @@ impl WaypointPlayer {
             &cla,
             self.version,
             XDS_TIMEOUT,
-        )?;
+        )
+        .map_err(HarnessError::Traffic)?;
         if !wait_adopted(&self.rig, before + self.vms, self.inventory_lag) {
             eprintln!(
                 "waypoint mode, {}: EDS version {}: not every worker reported the new inventory within {:?}",
@@ -300,42 +312,17 @@ impl WaypointPlayer {
     }
 }
 
-impl Player for WaypointPlayer {
-    fn begin_step(&mut self, index: usize) {
-        self.rig.begin_step(index);
+impl RealEnvoy for WaypointPlayer {
+    fn parts(&mut self) -> (&Scenario, &mut BTreeSet<String>, &mut Rig) {
+        (&self.scenario, &mut self.present, &mut self.rig)
     }
 
-    fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String> {
-        let rig = &mut self.rig;
-        let changed = self
-            .scenario
-            .apply_set(&mut self.present, set, |e, state| {
-                rig.set_upstream(&e.name, state)
-            })?;
-        if changed {
-            self.publish()?;
-        }
-        Ok(())
-    }
-
-    fn advance(&mut self, by: Duration) {
-        self.rig.advance(by);
-    }
-
-    fn request(&mut self) -> Result<(Vec<String>, bool), String> {
-        let error = self.rig.send()?;
-        if !self.rig.step_complete() {
-            return Ok((Vec::new(), error));
-        }
-        let outcomes = self.rig.collect()?;
-        Ok((
-            outcomes.into_iter().flat_map(|o| o.attempts).collect(),
-            error,
-        ))
+    fn publish(&mut self) -> Result<()> {
+        WaypointPlayer::publish(self)
     }
 
     /// The pods Envoy's own outlier detection ejected (`/clusters`).
-    fn ejected(&mut self) -> Vec<String> {
+    fn ejected_now(&mut self) -> Vec<String> {
         let mut names: Vec<String> = eds::hosts(&self.rig.envoy, SERVICE_CLUSTER)
             .map(|hs| {
                 hs.into_iter()

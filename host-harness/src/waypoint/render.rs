@@ -424,9 +424,7 @@ impl Renderer<'_> {
 
 /// A free TCP port on 127.0.0.1 for the admin (its clients need it before
 /// Envoy starts: the admin cluster points at it).
-pub fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("free port: {e}"))
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    l.local_addr().map(|a| a.port())
 }
