@@ -12,9 +12,10 @@
 //! - `<p>/@envoy/inventory`: the published inventory ([`encode`]).
 //! - `<p>/@envoy/version`: its version, u64 LE, written after it: the tick
 //!   reads these 8 bytes and fetches the inventory only when they moved.
-//! - `<p>/@envoy/condition`, `<p>/@envoy/locality`: the last failure
-//!   condition and the inferred locality as logged, so a line is logged
-//!   once per Envoy even when the lease moves or every VM infers.
+//! - `<p>/@envoy/condition`, `<p>/@envoy/locality`: the failure classes
+//!   logged since the admin last answered well, and the inferred locality
+//!   as logged, so a line is logged once per Envoy even when the lease
+//!   moves or every VM infers.
 
 use crate::admin::AdminHost;
 use crate::host::{decode, Host, HostError};
@@ -89,6 +90,27 @@ pub fn first_to_record(host: &mut dyn Host, key: &str, text: &str) -> bool {
     if value.as_deref() == Some(text.as_bytes()) {
         return false;
     }
+    !matches!(
+        host.set_shared_data(key, text.as_bytes(), cas),
+        Err(HostError::CasMismatch)
+    )
+}
+
+/// Adds `class` to the failure classes of the current failing streak
+/// (one per line under `key`); `true` when it was not there yet and this VM
+/// added it (and so logs it). A host error says log.
+pub fn add_failure_class(host: &mut dyn Host, key: &str, class: &str) -> bool {
+    let Ok((value, cas)) = host.shared_data(key) else {
+        return true;
+    };
+    let mut text = value
+        .and_then(|v| String::from_utf8(v).ok())
+        .unwrap_or_default();
+    if text.lines().any(|l| l == class) {
+        return false;
+    }
+    text.push_str(class);
+    text.push('\n');
     !matches!(
         host.set_shared_data(key, text.as_bytes(), cas),
         Err(HostError::CasMismatch)

@@ -411,6 +411,7 @@ fn follows_eds(rig: &Rig) {
     let took = rig
         .until_steered_to("b", PERIOD * 4)
         .expect("pick moved to b");
+    eprintln!("pick moved after {took:?} (period {PERIOD:?})");
     assert!(
         took <= PERIOD * 2 + Duration::from_millis(300),
         "took {took:?}"
@@ -421,6 +422,7 @@ fn follows_eds(rig: &Rig) {
     let took = rig
         .until_steered_to("d", PERIOD * 4)
         .expect("pick moved to d");
+    eprintln!("pick moved after {took:?} (period {PERIOD:?})");
     assert!(
         took <= PERIOD * 2 + Duration::from_millis(300),
         "took {took:?}"
@@ -460,9 +462,12 @@ fn a_failing_admin_changes_nothing_but_a_counter_and_a_log_line() {
             "no answer from cluster \"fake_admin\" within 400ms",
         ),
         (Admin::Big, "more than maxResponseBytes 4194304"),
-        (Admin::Huge, "no usable answer from cluster \"fake_admin\""),
+        // Under load Envoy reports a 50 MB answer either way (dropped over
+        // its buffer, or a timeout while it streams): one class, one line.
+        (Admin::Huge, "answer from cluster \"fake_admin\""),
     ] {
         let errors = rig.metric("inventory_poll_errors");
+        let lines_before = rig.log_count(needle);
         rig.fake.set(mode);
         let start = Instant::now();
         while start.elapsed() < PERIOD * 6 {
@@ -475,7 +480,7 @@ fn a_failing_admin_changes_nothing_but_a_counter_and_a_log_line() {
             rig.metric("inventory_poll_errors") >= errors + 2,
             "{mode:?}: counted"
         );
-        let lines = rig.log_count(needle);
+        let lines = rig.log_count(needle) - lines_before;
         assert!(
             lines == 1,
             "{mode:?}: {lines} log lines\n{}",

@@ -21,6 +21,8 @@ struct H {
     zone: &'static str,
     priority: u32,
     health: &'static str,
+    /// Behind an east-west gateway (`inner_connect_originate`, double HBONE).
+    remote: bool,
 }
 
 const fn h(ip: &'static str, zone: &'static str, priority: u32) -> H {
@@ -29,6 +31,7 @@ const fn h(ip: &'static str, zone: &'static str, priority: u32) -> H {
         zone,
         priority,
         health: "HEALTHY",
+        remote: false,
     }
 }
 
@@ -41,11 +44,23 @@ fn address(ip: &str) -> String {
 fn dump(hosts: &[H]) -> Vec<u8> {
     let mut groups: BTreeMap<(u32, &str), Vec<Value>> = BTreeMap::new();
     for x in hosts {
+        let (listener, istio) = if x.remote {
+            (
+                "inner_connect_originate",
+                json!({"workload": format!("ew-{};istio-system;ew;v1;Remote", x.ip),
+                       "double_hbone": {"hbone_target_address": x.ip}}),
+            )
+        } else {
+            (
+                "connect_originate",
+                json!({"workload": format!("pod-{};ns;httpbin;v1;Kubernetes", x.ip)}),
+            )
+        };
         groups.entry((x.priority, x.zone)).or_default().push(json!({
             "endpoint": {"address": {"envoy_internal_address":
-                {"server_listener_name": "connect_originate", "endpoint_id": format!("{}:8080", x.ip)}}},
+                {"server_listener_name": listener, "endpoint_id": format!("{}:8080", x.ip)}}},
             "health_status": x.health,
-            "metadata": {"filter_metadata": {"istio": {"workload": format!("pod-{};ns;httpbin;v1;Kubernetes", x.ip)}}},
+            "metadata": {"filter_metadata": {"istio": istio}},
             "load_balancing_weight": 1
         }));
     }
@@ -477,4 +492,76 @@ fn an_unchanged_answer_is_not_published_again() {
     });
     e.advance(PERIOD * 2);
     assert_eq!(version(&e), 2);
+}
+
+#[test]
+fn no_common_region_at_priority_0_is_logged_as_unknown() {
+    let mut e = envoy(
+        2,
+        &[
+            h("10.0.0.1", "us-east-1a", 0),
+            h("10.1.0.1", "us-west-2a", 0),
+        ],
+    );
+    warm(&mut e);
+    let labels = e.root(0).unwrap().own_labels().unwrap().clone();
+    assert_eq!(labels.get("topology.kubernetes.io/region"), None);
+    assert_eq!(
+        warnings_about(&e, "own locality is unknown"),
+        1,
+        "once per Envoy"
+    );
+}
+
+#[test]
+fn remote_network_hosts_rank_as_another_network() {
+    // A remote-network gateway in the proxy's own zone, a local pod in
+    // another region; the default ranking (PreferNetwork) keeps the local
+    // network first, then the remote one.
+    let mut remote = h("10.9.0.1", "us-east-1a", 0);
+    remote.remote = true;
+    let far_local = h("10.1.0.1", "us-west-2a", 1);
+    let mut e = SimEnvoy::new(
+        1,
+        &BTreeMap::new(),
+        json!({"inventory": {"source": "envoy"}, "steering": {"mode": "stateful-session"},
+               "locality": {"region": "us-east-1", "zone": "us-east-1a"}})
+        .to_string()
+        .into_bytes(),
+        3,
+        RouterSteering::StatefulSession {
+            header: HEADER.into(),
+            prefix: String::new(),
+        },
+    );
+    let remote_address = "envoy://inner_connect_originate/10.9.0.1:8080".to_string();
+    for a in [remote_address.clone(), address("10.1.0.1")] {
+        e.upstreams.insert(a, Behavior::Healthy);
+    }
+    e.set_cluster(
+        CLUSTER,
+        vec![],
+        vec![remote_address.clone(), address("10.1.0.1")],
+    );
+    e.admin = Some(AdminAnswer::Reply {
+        status: 200,
+        body: dump(&[remote, far_local]),
+    });
+    assert!(e.configure());
+    warm(&mut e);
+    let engine = e.root(0).unwrap().engine(CLUSTER).unwrap();
+    let remote_endpoint = engine
+        .inventory()
+        .endpoints()
+        .iter()
+        .find(|x| x.address == remote_address)
+        .unwrap();
+    assert_eq!(
+        remote_endpoint.label("topology.istio.io/network"),
+        locality_failover::admin::REMOTE_NETWORK
+    );
+    assert_eq!(remote_endpoint.label("topology.istio.io/cluster"), "Remote");
+    for _ in 0..4 {
+        assert_eq!(picked(&mut e), address("10.1.0.1"));
+    }
 }

@@ -62,11 +62,15 @@ impl Poller {
         nanos(self.source.poll_interval * 3 + self.source.timeout)
     }
 
-    /// Counts every failure; logs a condition once per change, per Envoy
-    /// (the last one logged is kept in shared data: the lease may move).
-    fn fail(&mut self, host: &mut dyn Host, metrics: &Metrics, condition: String) {
+    /// Counts every failure; logs each class of failure once per failing
+    /// streak, per Envoy (the classes logged are kept in shared data: the
+    /// lease may move), and once more when the admin answers well again.
+    /// Under load Envoy reports one slow, oversize answer by turns as a
+    /// timeout or a dropped answer: two lines, not one per poll.
+    fn fail(&mut self, host: &mut dyn Host, metrics: &Metrics, failure: Failure) {
+        let Failure(class, condition) = failure;
         metrics.inc(host, Metric::InventoryPollErrors);
-        if poll::first_to_record(host, &self.keys.condition, &condition) {
+        if poll::add_failure_class(host, &self.keys.condition, class) {
             host.log(
                 LogLevel::Warn,
                 &format!("locality-failover: envoy inventory: {condition}; keeping the last good inventory"),
@@ -85,6 +89,12 @@ impl Poller {
         }
     }
 }
+
+/// Why a poll failed: a class (what is logged once) and the log text.
+pub(super) struct Failure(&'static str, String);
+
+const NO_ANSWER: &str = "no answer";
+const SHARED: &str = "shared data";
 
 impl Configured {
     /// The tick: adopt a newer published inventory, then poll if due and
@@ -112,13 +122,19 @@ impl Configured {
         match poll::take_lease(host, &p.keys, p.me, now, now.saturating_add(p.lease_ttl())) {
             Ok(true) => {}
             Ok(false) => return,
-            Err(e) => return p.fail(host, metrics, format!("lease: {e}")),
+            Err(e) => return p.fail(host, metrics, Failure(SHARED, format!("lease: {e}"))),
         }
         p.last_poll = Some(now);
         let clusters = if p.source.clusters.is_empty() {
             match poll::routed(host, &p.keys) {
                 Ok(c) => c,
-                Err(e) => return p.fail(host, metrics, format!("routed clusters: {e}")),
+                Err(e) => {
+                    return p.fail(
+                        host,
+                        metrics,
+                        Failure(SHARED, format!("routed clusters: {e}")),
+                    )
+                }
             }
         } else {
             p.source.clusters.clone()
@@ -140,7 +156,7 @@ impl Configured {
                 p.fail(
                     host,
                     metrics,
-                    format!("cannot call cluster {cluster:?}: {e}"),
+                    Failure("call", format!("cannot call cluster {cluster:?}: {e}")),
                 );
             }
         }
@@ -173,7 +189,11 @@ impl Configured {
             return;
         }
         if let Err(e) = poll::publish(host, &p.keys, &clusters) {
-            return p.fail(host, metrics, format!("cannot publish: {e}"));
+            return p.fail(
+                host,
+                metrics,
+                Failure(SHARED, format!("cannot publish: {e}")),
+            );
         }
         p.published = Some(hash);
         self.adopt_published(host, metrics, seed);
@@ -236,15 +256,30 @@ impl Configured {
         };
         let version = match poll::version(host, &p.keys) {
             Ok(v) => v,
-            Err(e) => return p.fail(host, metrics, format!("published version: {e}")),
+            Err(e) => {
+                return p.fail(
+                    host,
+                    metrics,
+                    Failure(SHARED, format!("published version: {e}")),
+                )
+            }
         };
         if version.is_none() || version == p.adopted_version {
             return;
         }
         let published = match poll::read_published(host, &p.keys) {
             Ok(Some(published)) => published,
-            Ok(None) => return p.fail(host, metrics, "published inventory is corrupt".into()),
-            Err(e) => return p.fail(host, metrics, format!("published inventory: {e}")),
+            Ok(None) => {
+                let why = "published inventory is corrupt".to_string();
+                return p.fail(host, metrics, Failure(SHARED, why));
+            }
+            Err(e) => {
+                return p.fail(
+                    host,
+                    metrics,
+                    Failure(SHARED, format!("published inventory: {e}")),
+                )
+            }
         };
         p.adopted_version = Some(published.version);
         self.settle_locality(host, &published.clusters);
@@ -307,6 +342,13 @@ impl Configured {
             .iter()
             .find_map(|(name, hosts)| Some((name, priority0_locality(hosts)?)))
         else {
+            if clusters.iter().any(|(_, hosts)| !hosts.is_empty()) {
+                p.locality_settled = true;
+                let text = "unknown";
+                if poll::first_to_record(host, &p.keys.locality, text) {
+                    host.log(LogLevel::Warn, "locality-failover: the proxy's own locality is unknown (no `locality` in config, none on the node, and Istio's priority-0 hosts share no region): ranking treats its region/zone as empty");
+                }
+            }
             return;
         };
         p.locality_settled = true;
@@ -338,49 +380,47 @@ impl Configured {
     }
 }
 
-/// Checks and parses the admin's answer; the error is the condition logged.
+/// Checks and parses the admin's answer.
 fn read_answer(
     host: &mut dyn Host,
     source: &EnvoySource,
     body_size: usize,
-) -> Result<Vec<(String, Vec<AdminHost>)>, String> {
+) -> Result<Vec<(String, Vec<AdminHost>)>, Failure> {
+    let cluster = &source.admin_cluster;
     // Envoy 1.40 hands over no header map (BadArgument) when it dropped an
     // answer larger than its async client's buffer (measured with 50 MB).
     let status = host.http_call_status().map_err(|e| {
-        format!(
-            "no usable answer from cluster {:?} ({e}): Envoy drops answers larger than its async-client buffer",
-            source.admin_cluster
-        )
+        Failure(NO_ANSWER, format!(
+            "no usable answer from cluster {cluster:?} ({e}): Envoy drops answers larger than its async-client buffer"
+        ))
     })?;
     match status {
         // Envoy 1.40 answers a call that times out with a local 504
         // ("upstream request timeout"); no headers at all when it fails.
         None | Some(504) => {
-            return Err(format!(
-                "no answer from cluster {:?} within {:?}",
-                source.admin_cluster, source.timeout
-            ))
+            let timeout = source.timeout;
+            let why = format!("no answer from cluster {cluster:?} within {timeout:?}");
+            return Err(Failure(NO_ANSWER, why));
         }
         Some(200) => {}
-        Some(code) => return Err(format!("the admin answered {code}")),
+        Some(code) => return Err(Failure("status", format!("the admin answered {code}"))),
     }
-    if body_size > source.max_response_bytes {
-        return Err(format!(
-            "the admin's answer is {body_size} bytes, more than maxResponseBytes {}",
-            source.max_response_bytes
-        ));
+    let max = source.max_response_bytes;
+    if body_size > max {
+        let why =
+            format!("the admin's answer is {body_size} bytes, more than maxResponseBytes {max}");
+        return Err(Failure("too large", why));
     }
     let body = host
         .http_call_body(body_size)
-        .map_err(|e| format!("cannot read the admin's answer: {e}"))?
+        .map_err(|e| Failure(NO_ANSWER, format!("cannot read the admin's answer: {e}")))?
         .unwrap_or_default();
-    if body.len() > source.max_response_bytes {
-        return Err(format!(
-            "the admin's answer is larger than maxResponseBytes {}",
-            source.max_response_bytes
-        ));
+    if body.len() > max {
+        let why = format!("the admin's answer is larger than maxResponseBytes {max}");
+        return Err(Failure("too large", why));
     }
-    parse_config_dump(&body).map_err(|e| format!("unreadable admin answer: {e}"))
+    parse_config_dump(&body)
+        .map_err(|e| Failure("unreadable", format!("unreadable admin answer: {e}")))
 }
 
 /// The inventory of one cluster; hosts Envoy holds unavailable stay in it,
