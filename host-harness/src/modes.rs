@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use locality_failover::config::Settings;
 use locality_failover::inventory::{EndpointSpec, Inventory};
 use locality_failover::ranking::rank;
 
@@ -63,7 +62,7 @@ pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult
 /// Each endpoint's priority for the scenario's client, as the filter ranks
 /// it (and as the native mode programs Envoy's EDS priorities).
 pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>> {
-    let settings = Settings::from_bytes(scenario.plugin_config().to_string().as_bytes())?;
+    let settings = &scenario.settings;
     let specs: Vec<EndpointSpec> = scenario
         .endpoints
         .iter()

@@ -63,14 +63,8 @@ fn lb_policy(lb: IstioLb) -> LbPolicy {
 }
 
 impl NativePlayer {
-    /// `plugin_config` is the scenario's plugin configuration with its
-    /// durations already scaled.
-    pub fn start(
-        scenario: &Scenario,
-        plugin_config: &serde_json::Value,
-        scale: f64,
-    ) -> Result<NativePlayer> {
-        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes())?;
+    /// `settings` are the scenario's, with their durations already scaled.
+    pub fn start(scenario: &Scenario, settings: &Settings, scale: f64) -> Result<NativePlayer> {
         let mut labels = scenario.client_labels.clone();
         for (k, v) in &settings.locality_override {
             labels.insert(k.clone(), v.clone());
@@ -97,7 +91,7 @@ impl NativePlayer {
         };
         let present: BTreeSet<String> = scenario.endpoints.iter().map(|e| e.name.clone()).collect();
         let (endpoints, weighted) =
-            ranked_endpoints(scenario, &settings, &labels, &present, |n| {
+            ranked_endpoints(scenario, settings, &labels, &present, |n| {
                 upstreams.addr(n)
             })?;
         cfg.endpoints = endpoints;
@@ -109,7 +103,7 @@ impl NativePlayer {
         Ok(NativePlayer {
             rig,
             scenario: scenario.clone(),
-            settings,
+            settings: settings.clone(),
             labels,
             cfg,
             present,
