@@ -91,9 +91,7 @@ impl NativePlayer {
         };
         let present: BTreeSet<String> = scenario.endpoints.iter().map(|e| e.name.clone()).collect();
         let (endpoints, weighted) =
-            ranked_endpoints(scenario, settings, &labels, &present, |n| {
-                upstreams.addr(n)
-            })?;
+            ranked_endpoints(scenario, settings, &labels, &present, |n| upstreams.addr(n))?;
         cfg.endpoints = endpoints;
         cfg.locality_weighted = weighted.unwrap_or(false);
         let generated = cfg.generate(&Layout::new(dir.path()));
