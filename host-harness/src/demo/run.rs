@@ -2,6 +2,11 @@
 //! the summary.
 
 use super::*;
+use crate::envoy::AttemptCounts;
+
+/// A phase's requests: (request id, curl's output line) each, the 5xx
+/// count, and the attempts Envoy logged.
+type Sent = (Vec<(String, String)>, usize, AttemptCounts);
 
 pub(crate) struct Demo<'a> {
     pub(crate) files: &'a DemoFiles,
@@ -170,9 +175,7 @@ impl Banner<'_> {
         println!(
             "filter  {} ({} KB)",
             opts.wasm.display(),
-            std::fs::metadata(wasm)
-                .map(|m| m.len() / 1024)
-                .unwrap_or(0)
+            std::fs::metadata(wasm).map(|m| m.len() / 1024).unwrap_or(0)
         );
         let node = &files.node_labels;
         println!(
@@ -448,22 +451,10 @@ impl Demo<'_> {
         out
     }
 
-    /// Sends `n` requests on `listener` as the guide's curl loop does, prints
-    /// the `sort | uniq -c` table and the filter's decision, checks `expect`.
-    pub(crate) fn phase(&mut self, phase: Phase) -> Result<()> {
-        let Phase {
-            id,
-            title,
-            listener,
-            requests: n,
-            guide,
-            expect,
-        } = phase;
-        let addr = self
-            .envoy
-            .listener_addr(listener)
-            .ok_or_else(|| HarnessError::unknown("listener", listener))?;
-        let metrics_before = self.metrics();
+    /// Sends `n` requests to `addr` as the guide's curl loop does; returns
+    /// each request's (id, curl's output line), the 5xx count and the
+    /// attempts Envoy logged for them.
+    fn send_requests(&self, addr: SocketAddr, listener: &str, n: usize) -> Result<Sent> {
         let mark = self.envoy.access_log().mark();
         let mut ids = Vec::new();
         let mut lines: Vec<(String, String)> = Vec::new(); // (request id, curl's line)
@@ -508,6 +499,27 @@ impl Demo<'_> {
                 }
             }
         }
+        Ok((lines, client_errors, counts))
+    }
+
+    /// Sends `n` requests on `listener` as the guide's curl loop does, prints
+    /// the `sort | uniq -c` table and the filter's decision, checks `expect`.
+    pub(crate) fn phase(&mut self, phase: Phase) -> Result<()> {
+        let Phase {
+            id,
+            title,
+            listener,
+            requests: n,
+            guide,
+            expect,
+        } = phase;
+        let addr = self
+            .envoy
+            .listener_addr(listener)
+            .ok_or_else(|| HarnessError::unknown("listener", listener))?;
+        let metrics_before = self.metrics();
+        let (lines, client_errors, counts) = self.send_requests(addr, listener, n)?;
+        let names = self.ups.address_map();
         let mut attempts: BTreeMap<String, u64> = self
             .files
             .pods
@@ -534,15 +546,7 @@ impl Demo<'_> {
         for g in guide {
             println!("            {g}");
         }
-        let mut deltas = Vec::new();
-        let keys: BTreeSet<&String> = metrics_before.keys().chain(metrics_after.keys()).collect();
-        for k in keys {
-            let d = metrics_after.get(k).copied().unwrap_or(0) as i64
-                - metrics_before.get(k).copied().unwrap_or(0) as i64;
-            if d != 0 || k == "failovers" || k == "ejections" {
-                deltas.push(format!("{} {d:+}", k.trim_start_matches("requests.")));
-            }
-        }
+        let deltas = metric_deltas(&metrics_before, &metrics_after);
         println!(
             "    filter metrics (wasmcustom.locality_failover.*): {}",
             deltas.join(", ")
@@ -608,4 +612,19 @@ impl Demo<'_> {
         println!("Envoy and the upstreams are stopped now.");
         failed == 0
     }
+}
+
+/// `name +n` for each metric that moved (and always failovers and
+/// ejections), for a phase's report.
+fn metric_deltas(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<String> {
+    let mut deltas = Vec::new();
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for k in keys {
+        let d =
+            after.get(k).copied().unwrap_or(0) as i64 - before.get(k).copied().unwrap_or(0) as i64;
+        if d != 0 || k == "failovers" || k == "ejections" {
+            deltas.push(format!("{} {d:+}", k.trim_start_matches("requests.")));
+        }
+    }
+    deltas
 }
