@@ -201,6 +201,18 @@ impl Scenario {
         })
     }
 
+    /// Sets one field of the scenario's `config` and parses the plugin
+    /// configuration again, so [`Self::settings`] follows.
+    pub fn set_config(
+        &mut self,
+        field: &str,
+        value: serde_json::Value,
+    ) -> Result<(), locality_failover::config::ConfigError> {
+        self.config.insert(field.to_string(), value);
+        self.settings = Settings::from_bytes(self.plugin_config().to_string().as_bytes())?;
+        Ok(())
+    }
+
     /// Route-header steering chooses the route, so its inventory must come
     /// from the configuration instead of the cluster metadata.
     pub fn route_header(&self) -> bool {
