@@ -8,7 +8,7 @@ use locality_failover::ranking::rank;
 
 use crate::error::{HarnessError, Result};
 use crate::runner::{self, Mismatch, StepResult};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScenarioEndpoint};
 use crate::sim_player::SimPlayer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,13 +66,7 @@ pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>> {
     let specs: Vec<EndpointSpec> = scenario
         .endpoints
         .iter()
-        .map(|e| EndpointSpec {
-            address: e.address.clone(),
-            name: Some(e.name.clone()),
-            labels: e.labels.clone(),
-            weight: Some(e.weight),
-            ..Default::default()
-        })
+        .map(ScenarioEndpoint::spec)
         .collect();
     let inventory = Inventory::from_specs(&specs)?;
     let ranking = rank(

@@ -43,6 +43,19 @@ pub struct ScenarioEndpoint {
     pub weight: u32,
 }
 
+impl ScenarioEndpoint {
+    /// The endpoint as an entry of the filter's inventory.
+    pub fn spec(&self) -> locality_failover::inventory::EndpointSpec {
+        locality_failover::inventory::EndpointSpec {
+            address: self.address.clone(),
+            name: Some(self.name.clone()),
+            labels: self.labels.clone(),
+            weight: Some(self.weight),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retries {
     pub attempts: u32,

@@ -15,7 +15,7 @@ use crate::envoy::{
     Endpoint, Frontend, Layout, LbPolicy, NativeModeConfig, Node, OutlierDetection, RetryPolicy,
 };
 use crate::error::{HarnessError, Result};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScenarioEndpoint};
 use crate::sim_player::CLUSTER;
 
 use super::player::RealEnvoy;
@@ -151,13 +151,7 @@ pub fn ranked_endpoints(
         .endpoints
         .iter()
         .filter(|e| present.contains(&e.name))
-        .map(|e| EndpointSpec {
-            address: e.address.clone(),
-            name: Some(e.name.clone()),
-            labels: e.labels.clone(),
-            weight: Some(e.weight),
-            ..Default::default()
-        })
+        .map(ScenarioEndpoint::spec)
         .collect();
     if specs.is_empty() {
         return Ok((Vec::new(), None));
