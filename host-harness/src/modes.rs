@@ -3,13 +3,12 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use locality_failover::config::Settings;
 use locality_failover::inventory::{EndpointSpec, Inventory};
 use locality_failover::ranking::rank;
 
 use crate::error::{HarnessError, Result};
 use crate::runner::{self, Mismatch, StepResult};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScenarioEndpoint};
 use crate::sim_player::SimPlayer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,17 +66,11 @@ pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult
 /// Each endpoint's priority for the scenario's client, as the filter ranks
 /// it (and as the native mode programs Envoy's EDS priorities).
 pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>> {
-    let settings = Settings::from_bytes(scenario.plugin_config().to_string().as_bytes())?;
+    let settings = &scenario.settings;
     let specs: Vec<EndpointSpec> = scenario
         .endpoints
         .iter()
-        .map(|e| EndpointSpec {
-            address: e.address.clone(),
-            name: Some(e.name.clone()),
-            labels: e.labels.clone(),
-            weight: Some(e.weight),
-            ..Default::default()
-        })
+        .map(ScenarioEndpoint::spec)
         .collect();
     let inventory = Inventory::from_specs(&specs)?;
     let ranking = rank(

@@ -28,7 +28,7 @@ pub struct SimPlayer {
 impl SimPlayer {
     pub fn new(scenario: &Scenario) -> Result<SimPlayer> {
         let bytes = scenario.plugin_config().to_string().into_bytes();
-        let settings = Settings::from_bytes(&bytes)?;
+        let settings = scenario.settings.clone();
         if let InventorySource::Envoy(_) = settings.inventory {
             return Err(HarnessError::Unsupported {
                 field: "inventory.source".into(),

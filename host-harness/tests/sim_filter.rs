@@ -373,8 +373,8 @@ fn seed_scenarios_pass_with_every_steering_mode() {
         for mode in ["original-dst", "route-header"] {
             let mut scenario = base.clone();
             scenario
-                .config
-                .insert("steering".into(), json!({"mode": mode}));
+                .set_config("steering", json!({"mode": mode}))
+                .expect("valid steering");
             if scenario.route_header()
                 && scenario.steps.iter().any(|s| {
                     !s.set.is_empty()

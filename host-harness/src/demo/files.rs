@@ -61,6 +61,132 @@ pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 
+/// The pods of cds.yaml's cluster: its inventory (in the metadata), which
+/// must name the same pods as its `load_assignment`, the guide's included.
+fn load_pods(cluster: &Value, cds_path: &Path) -> Result<Vec<Pod>> {
+    let bad = |what: &str| HarnessError::File {
+        file: cds_path.display().to_string(),
+        message: what.to_string(),
+    };
+    let inventory = cluster
+        .pointer(&format!(
+            "/metadata/filter_metadata/{METADATA_NAMESPACE}/endpoints"
+        ))
+        .ok_or_else(|| bad("no inventory in metadata.filter_metadata[\"locality-failover\"]"))?;
+    let specs: Vec<EndpointSpec> =
+        serde_json::from_value(inventory.clone()).map_err(|e| bad(&e.to_string()))?;
+    let pods: Vec<Pod> = specs
+        .into_iter()
+        .map(|s| Pod {
+            name: s.name.clone().unwrap_or_else(|| s.address.clone()),
+            address: s.address,
+            labels: s.labels,
+        })
+        .collect();
+    // load_assignment and the inventory must name the same pods.
+    let mut assigned = BTreeMap::new();
+    for group in cluster
+        .pointer("/load_assignment/endpoints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for e in group
+            .get("lb_endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let host = str_at(e, "/endpoint/hostname")
+                .unwrap_or_default()
+                .to_string();
+            let ip = str_at(e, "/endpoint/address/socket_address/address").unwrap_or_default();
+            let port = e
+                .pointer("/endpoint/address/socket_address/port_value")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            assigned.insert(host, format!("{ip}:{port}"));
+        }
+    }
+    let inventory_map: BTreeMap<String, String> = pods
+        .iter()
+        .map(|p| (p.name.clone(), p.address.clone()))
+        .collect();
+    if assigned != inventory_map {
+        return Err(bad(&format!(
+            "load_assignment {assigned:?} and the inventory {inventory_map:?} differ"
+        )));
+    }
+    for want in [ABC, DEF, XYZ, UVW] {
+        if !inventory_map.contains_key(want) {
+            return Err(bad(&format!("pod {want} (the guide's) is missing")));
+        }
+    }
+    Ok(pods)
+}
+
+/// The bootstrap's listeners, one per guide step, each routing to
+/// `cluster_name` through the wasm filter.
+fn load_listeners(
+    bootstrap: &Value,
+    bootstrap_path: &Path,
+    cluster_name: &str,
+) -> Result<Vec<ListenerInfo>> {
+    let bad = |message: String| HarnessError::File {
+        file: bootstrap_path.display().to_string(),
+        message,
+    };
+    let mut listeners = Vec::new();
+    for l in bootstrap
+        .pointer("/static_resources/listeners")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = str_at(l, "/name").unwrap_or_default().to_string();
+        let port = l
+            .pointer("/address/socket_address/port_value")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let hcm = l
+            .pointer("/filter_chains/0/filters/0/typed_config")
+            .ok_or_else(|| bad(format!("listener {name}: no connection manager")))?;
+        let plugin_config = hcm
+            .get("http_filters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|f| str_at(f, "/name") == Some("envoy.filters.http.wasm"))
+            .and_then(|f| str_at(f, "/typed_config/config/configuration/value"))
+            .ok_or_else(|| bad(format!("listener {name}: no wasm filter configuration")))?
+            .to_string();
+        let route_cluster = hcm
+            .pointer("/route_config/virtual_hosts/0/routes/0/route/cluster")
+            .and_then(Value::as_str);
+        if route_cluster != Some(cluster_name) {
+            return Err(bad(format!(
+                "listener {name} routes to {route_cluster:?}, not to {cluster_name}"
+            )));
+        }
+        listeners.push(ListenerInfo {
+            name,
+            port,
+            plugin_config,
+        });
+    }
+    for want in [
+        LISTENER_STEP3,
+        LISTENER_STEP4,
+        LISTENER_GUIDE_DR,
+        LISTENER_FIXED_DR,
+    ] {
+        if !listeners.iter().any(|l| l.name == want) {
+            return Err(bad(format!("listener {want} is missing")));
+        }
+    }
+    Ok(listeners)
+}
+
 impl DemoFiles {
     pub fn load(dir: &Path) -> Result<DemoFiles> {
         let bootstrap_path = dir.join("envoy.yaml");
@@ -79,115 +205,12 @@ impl DemoFiles {
             return Err(bad("expected exactly one cluster"));
         };
         let cluster_name = str_at(cluster, "/name").ok_or_else(|| bad("cluster without a name"))?;
-        let inventory = cluster
-            .pointer(&format!(
-                "/metadata/filter_metadata/{METADATA_NAMESPACE}/endpoints"
-            ))
-            .ok_or_else(|| {
-                bad("no inventory in metadata.filter_metadata[\"locality-failover\"]")
-            })?;
-        let specs: Vec<EndpointSpec> =
-            serde_json::from_value(inventory.clone()).map_err(|e| bad(&e.to_string()))?;
-        let pods: Vec<Pod> = specs
-            .into_iter()
-            .map(|s| Pod {
-                name: s.name.clone().unwrap_or_else(|| s.address.clone()),
-                address: s.address,
-                labels: s.labels,
-            })
-            .collect();
-        // load_assignment and the inventory must name the same pods.
-        let mut assigned = BTreeMap::new();
-        for group in cluster
-            .pointer("/load_assignment/endpoints")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            for e in group
-                .get("lb_endpoints")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let host = str_at(e, "/endpoint/hostname")
-                    .unwrap_or_default()
-                    .to_string();
-                let ip = str_at(e, "/endpoint/address/socket_address/address").unwrap_or_default();
-                let port = e
-                    .pointer("/endpoint/address/socket_address/port_value")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
-                assigned.insert(host, format!("{ip}:{port}"));
-            }
-        }
-        let inventory_map: BTreeMap<String, String> = pods
-            .iter()
-            .map(|p| (p.name.clone(), p.address.clone()))
-            .collect();
-        if assigned != inventory_map {
-            return Err(bad(&format!(
-                "load_assignment {assigned:?} and the inventory {inventory_map:?} differ"
-            )));
-        }
-        for want in [ABC, DEF, XYZ, UVW] {
-            if !inventory_map.contains_key(want) {
-                return Err(bad(&format!("pod {want} (the guide's) is missing")));
-            }
-        }
-
+        let pods = load_pods(cluster, &cds_path)?;
+        let listeners = load_listeners(&bootstrap, &bootstrap_path, cluster_name)?;
         let bad = |message: String| HarnessError::File {
             file: bootstrap_path.display().to_string(),
             message,
         };
-        let mut listeners = Vec::new();
-        for l in bootstrap
-            .pointer("/static_resources/listeners")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let name = str_at(l, "/name").unwrap_or_default().to_string();
-            let port = l
-                .pointer("/address/socket_address/port_value")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            let hcm = l
-                .pointer("/filter_chains/0/filters/0/typed_config")
-                .ok_or_else(|| bad(format!("listener {name}: no connection manager")))?;
-            let plugin_config = hcm
-                .get("http_filters")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|f| str_at(f, "/name") == Some("envoy.filters.http.wasm"))
-                .and_then(|f| str_at(f, "/typed_config/config/configuration/value"))
-                .ok_or_else(|| bad(format!("listener {name}: no wasm filter configuration")))?
-                .to_string();
-            let route_cluster = hcm
-                .pointer("/route_config/virtual_hosts/0/routes/0/route/cluster")
-                .and_then(Value::as_str);
-            if route_cluster != Some(cluster_name) {
-                return Err(bad(format!(
-                    "listener {name} routes to {route_cluster:?}, not to {cluster_name}"
-                )));
-            }
-            listeners.push(ListenerInfo {
-                name,
-                port,
-                plugin_config,
-            });
-        }
-        for want in [
-            LISTENER_STEP3,
-            LISTENER_STEP4,
-            LISTENER_GUIDE_DR,
-            LISTENER_FIXED_DR,
-        ] {
-            if !listeners.iter().any(|l| l.name == want) {
-                return Err(bad(format!("listener {want} is missing")));
-            }
-        }
         let node_labels: BTreeMap<String, String> = bootstrap
             .pointer("/node/metadata/LABELS")
             .cloned()

@@ -2,6 +2,11 @@
 //! the summary.
 
 use super::*;
+use crate::envoy::AttemptCounts;
+
+/// A phase's requests: (request id, curl's output line) each, the 5xx
+/// count, and the attempts Envoy logged.
+type Sent = (Vec<(String, String)>, usize, AttemptCounts);
 
 pub(crate) struct Demo<'a> {
     pub(crate) files: &'a DemoFiles,
@@ -15,6 +20,8 @@ pub(crate) struct Demo<'a> {
     pub(crate) rows: Vec<Row>,
 }
 
+/// Runs the demo on `files`: starts the upstreams and Envoy, prints what
+/// runs, plays the guide's steps; returns whether every check passed.
 pub fn run(opts: &Options, files: &DemoFiles) -> Result<bool> {
     let wasm = std::fs::canonicalize(&opts.wasm).map_err(HarnessError::io(format!(
         "{} (run `make build` first)",
@@ -24,42 +31,10 @@ pub fn run(opts: &Options, files: &DemoFiles) -> Result<bool> {
         what: "envoy".into(),
         hint: "not on PATH (scripts/setup.sh installs Envoy 1.40)".into(),
     })?;
-    let version = std::process::Command::new(&binary)
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let version = version
-        .split_whitespace()
-        .find(|w| w.contains("/1."))
-        .and_then(|w| w.split('/').nth(1))
-        .unwrap_or("unknown version")
-        .to_string();
-
-    let _temp;
-    let dir = match &opts.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).map_err(HarnessError::io(d.display().to_string()))?;
-            d.clone()
-        }
-        None => {
-            let t = TempDir::new("demo").map_err(HarnessError::io("temp dir"))?;
-            let p = t.path().to_path_buf();
-            _temp = t;
-            p
-        }
-    };
+    let version = envoy_version(&binary);
+    let (dir, _temp) = work_dir(opts)?;
     let layout = Layout::new(&dir);
-
-    let names: Vec<&str> = files.pods.iter().map(|p| p.name.as_str()).collect();
-    let ups = Upstreams::start(&names).map_err(HarnessError::io("loopback upstreams"))?;
-    let mut addresses = BTreeMap::new();
-    for p in &files.pods {
-        let a = ups
-            .addr(&p.name)
-            .ok_or_else(|| HarnessError::unknown("upstream for", &p.name))?;
-        addresses.insert(p.address.clone(), a);
-    }
+    let (ups, addresses) = start_upstreams(files)?;
 
     let all: BTreeSet<&'static str> = [ABC, DEF, XYZ, UVW].into_iter().collect();
     let generated = Generated {
@@ -81,70 +56,16 @@ pub fn run(opts: &Options, files: &DemoFiles) -> Result<bool> {
         std::fs::write(f, format!("{} {}\n", envoy.pid(), envoy.base_id()))
             .map_err(HarnessError::io(f.display().to_string()))?;
     }
-
-    println!("locality-failover demo: the guide's steps 3, 4 and 6 on a real Envoy");
-    println!(
-        "(../shared/reference/multicluster-zone-region-failover-guide.txt; no Kubernetes here:"
-    );
-    println!(
-        " one Envoy plays the cluster-1 waypoint, loopback HTTP servers play the in-ambient pods)"
-    );
-    println!();
-    println!(
-        "Envoy   {version} (pid {}), 2 workers, ready in {} ms",
-        envoy.pid(),
-        started.elapsed().as_millis()
-    );
-    println!(
-        "        config {} + {} (the files envoy/docker-compose.yaml mounts;",
-        files.bootstrap_path.display(),
-        files.cds_path.display()
-    );
-    println!("        pod addresses, paths and ports substituted)");
-    println!(
-        "filter  {} ({} KB)",
-        opts.wasm.display(),
-        std::fs::metadata(&wasm)
-            .map(|m| m.len() / 1024)
-            .unwrap_or(0)
-    );
-    let node = &files.node_labels;
-    println!(
-        "client  the waypoint of cluster 1: {} / {} / {}",
-        node.get(LABEL_NETWORK).map(String::as_str).unwrap_or("-"),
-        node.get(LABEL_REGION).map(String::as_str).unwrap_or("-"),
-        node.get(LABEL_ZONE).map(String::as_str).unwrap_or("-"),
-    );
-    println!("pods");
-    for p in &files.pods {
-        println!(
-            "        {:<28} {:<17} {:<10} {:<11} {} (compose: {})",
-            p.name,
-            p.label(LABEL_NETWORK),
-            p.label(LABEL_REGION),
-            p.label(LABEL_ZONE),
-            addresses
-                .get(&p.address)
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            p.address
-        );
-    }
-    println!("listeners (one per guide step, each with its own filter configuration)");
-    for l in &files.listeners {
-        let addr = envoy
-            .listener_addr(&l.name)
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "?".into());
-        println!(
-            "        {:<26} {:<16} {}",
-            l.name,
-            addr,
-            config_summary(&l.plugin_config)
-        );
-    }
-    println!("timing  step 6: the guide's baseEjectionTime 3m is scaled down to 3s and its");
-    println!("        interval 10s to 1s, so that the demo runs in seconds");
+    let banner = Banner {
+        opts,
+        files,
+        envoy: &envoy,
+        version: &version,
+        started,
+        addresses: &addresses,
+        wasm: &wasm,
+    };
+    banner.print();
 
     let mut demo = Demo {
         files,
@@ -165,6 +86,135 @@ pub fn run(opts: &Options, files: &DemoFiles) -> Result<bool> {
     }
     demo.play(guide_steps())?;
     Ok(demo.summary())
+}
+
+/// The version `envoy --version` prints (e.g. `1.40.0`).
+fn envoy_version(binary: &Path) -> String {
+    let version = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    version
+        .split_whitespace()
+        .find(|w| w.contains("/1."))
+        .and_then(|w| w.split('/').nth(1))
+        .unwrap_or("unknown version")
+        .to_string()
+}
+
+/// `--work-dir`, or a temporary directory removed when the guard drops.
+fn work_dir(opts: &Options) -> Result<(PathBuf, Option<TempDir>)> {
+    Ok(match &opts.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(HarnessError::io(d.display().to_string()))?;
+            (d.clone(), None)
+        }
+        None => {
+            let t = TempDir::new("demo").map_err(HarnessError::io("temp dir"))?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    })
+}
+
+/// One loopback upstream per pod; and the pods' compose addresses mapped to them.
+fn start_upstreams(files: &DemoFiles) -> Result<(Upstreams, BTreeMap<String, SocketAddr>)> {
+    let names: Vec<&str> = files.pods.iter().map(|p| p.name.as_str()).collect();
+    let ups = Upstreams::start(&names).map_err(HarnessError::io("loopback upstreams"))?;
+    let mut addresses = BTreeMap::new();
+    for p in &files.pods {
+        let a = ups
+            .addr(&p.name)
+            .ok_or_else(|| HarnessError::unknown("upstream for", &p.name))?;
+        addresses.insert(p.address.clone(), a);
+    }
+    Ok((ups, addresses))
+}
+
+/// What the demo prints before its first step.
+struct Banner<'a> {
+    opts: &'a Options,
+    files: &'a DemoFiles,
+    envoy: &'a EnvoyProcess,
+    version: &'a str,
+    started: Instant,
+    addresses: &'a BTreeMap<String, SocketAddr>,
+    wasm: &'a Path,
+}
+
+impl Banner<'_> {
+    fn print(&self) {
+        let Banner {
+            opts,
+            files,
+            envoy,
+            version,
+            started,
+            addresses,
+            wasm,
+        } = self;
+        println!("locality-failover demo: the guide's steps 3, 4 and 6 on a real Envoy");
+        println!(
+            "(../shared/reference/multicluster-zone-region-failover-guide.txt; no Kubernetes here:"
+        );
+        println!(
+        " one Envoy plays the cluster-1 waypoint, loopback HTTP servers play the in-ambient pods)"
+    );
+        println!();
+        println!(
+            "Envoy   {version} (pid {}), 2 workers, ready in {} ms",
+            envoy.pid(),
+            started.elapsed().as_millis()
+        );
+        println!(
+            "        config {} + {} (the files envoy/docker-compose.yaml mounts;",
+            files.bootstrap_path.display(),
+            files.cds_path.display()
+        );
+        println!("        pod addresses, paths and ports substituted)");
+        println!(
+            "filter  {} ({} KB)",
+            opts.wasm.display(),
+            std::fs::metadata(wasm).map(|m| m.len() / 1024).unwrap_or(0)
+        );
+        let node = &files.node_labels;
+        println!(
+            "client  the waypoint of cluster 1: {} / {} / {}",
+            node.get(LABEL_NETWORK).map(String::as_str).unwrap_or("-"),
+            node.get(LABEL_REGION).map(String::as_str).unwrap_or("-"),
+            node.get(LABEL_ZONE).map(String::as_str).unwrap_or("-"),
+        );
+        println!("pods");
+        for p in &files.pods {
+            println!(
+                "        {:<28} {:<17} {:<10} {:<11} {} (compose: {})",
+                p.name,
+                p.label(LABEL_NETWORK),
+                p.label(LABEL_REGION),
+                p.label(LABEL_ZONE),
+                addresses
+                    .get(&p.address)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                p.address
+            );
+        }
+        println!("listeners (one per guide step, each with its own filter configuration)");
+        for l in &files.listeners {
+            let addr = envoy
+                .listener_addr(&l.name)
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "?".into());
+            println!(
+                "        {:<26} {:<16} {}",
+                l.name,
+                addr,
+                config_summary(&l.plugin_config)
+            );
+        }
+        println!("timing  step 6: the guide's baseEjectionTime 3m is scaled down to 3s and its");
+        println!("        interval 10s to 1s, so that the demo runs in seconds");
+    }
 }
 
 /// One line describing a plugin configuration.
@@ -401,22 +451,10 @@ impl Demo<'_> {
         out
     }
 
-    /// Sends `n` requests on `listener` as the guide's curl loop does, prints
-    /// the `sort | uniq -c` table and the filter's decision, checks `expect`.
-    pub(crate) fn phase(&mut self, phase: Phase) -> Result<()> {
-        let Phase {
-            id,
-            title,
-            listener,
-            requests: n,
-            guide,
-            expect,
-        } = phase;
-        let addr = self
-            .envoy
-            .listener_addr(listener)
-            .ok_or_else(|| HarnessError::unknown("listener", listener))?;
-        let metrics_before = self.metrics();
+    /// Sends `n` requests to `addr` as the guide's curl loop does; returns
+    /// each request's (id, curl's output line), the 5xx count and the
+    /// attempts Envoy logged for them.
+    fn send_requests(&self, addr: SocketAddr, listener: &str, n: usize) -> Result<Sent> {
         let mark = self.envoy.access_log().mark();
         let mut ids = Vec::new();
         let mut lines: Vec<(String, String)> = Vec::new(); // (request id, curl's line)
@@ -461,6 +499,27 @@ impl Demo<'_> {
                 }
             }
         }
+        Ok((lines, client_errors, counts))
+    }
+
+    /// Sends `n` requests on `listener` as the guide's curl loop does, prints
+    /// the `sort | uniq -c` table and the filter's decision, checks `expect`.
+    pub(crate) fn phase(&mut self, phase: Phase) -> Result<()> {
+        let Phase {
+            id,
+            title,
+            listener,
+            requests: n,
+            guide,
+            expect,
+        } = phase;
+        let addr = self
+            .envoy
+            .listener_addr(listener)
+            .ok_or_else(|| HarnessError::unknown("listener", listener))?;
+        let metrics_before = self.metrics();
+        let (lines, client_errors, counts) = self.send_requests(addr, listener, n)?;
+        let names = self.ups.address_map();
         let mut attempts: BTreeMap<String, u64> = self
             .files
             .pods
@@ -487,15 +546,7 @@ impl Demo<'_> {
         for g in guide {
             println!("            {g}");
         }
-        let mut deltas = Vec::new();
-        let keys: BTreeSet<&String> = metrics_before.keys().chain(metrics_after.keys()).collect();
-        for k in keys {
-            let d = metrics_after.get(k).copied().unwrap_or(0) as i64
-                - metrics_before.get(k).copied().unwrap_or(0) as i64;
-            if d != 0 || k == "failovers" || k == "ejections" {
-                deltas.push(format!("{} {d:+}", k.trim_start_matches("requests.")));
-            }
-        }
+        let deltas = metric_deltas(&metrics_before, &metrics_after);
         println!(
             "    filter metrics (wasmcustom.locality_failover.*): {}",
             deltas.join(", ")
@@ -561,4 +612,19 @@ impl Demo<'_> {
         println!("Envoy and the upstreams are stopped now.");
         failed == 0
     }
+}
+
+/// `name +n` for each metric that moved (and always failovers and
+/// ejections), for a phase's report.
+fn metric_deltas(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<String> {
+    let mut deltas = Vec::new();
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for k in keys {
+        let d =
+            after.get(k).copied().unwrap_or(0) as i64 - before.get(k).copied().unwrap_or(0) as i64;
+        if d != 0 || k == "failovers" || k == "ejections" {
+            deltas.push(format!("{} {d:+}", k.trim_start_matches("requests.")));
+        }
+    }
+    deltas
 }

@@ -109,15 +109,15 @@ fn rewrite_inline_inventory(
 
 impl FilterPlayer {
     /// `plugin_config` is the scenario's plugin configuration with its
-    /// durations already scaled.
+    /// durations already scaled, and `settings` what the filter reads in it.
     pub fn start(
         scenario: &Scenario,
         options: &RunOptions,
         mut plugin_config: Value,
+        settings: &Settings,
         scale: f64,
     ) -> Result<FilterPlayer> {
         let wasm = wasm_path(options)?;
-        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes())?;
         if !settings.steering.address_prefix.is_empty() {
             return Err(HarnessError::Unsupported {
                 field: "steering.addressPrefix".into(),

@@ -34,6 +34,7 @@ pub mod rig;
 use std::time::Duration;
 
 use locality_failover::config::duration::{format_duration, parse_duration};
+use locality_failover::config::Settings;
 use serde_json::Value;
 
 use crate::error::{HarnessError, Result};
@@ -113,6 +114,7 @@ pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult
         });
     }
     let (config, mut notes) = scaled_plugin_config(scenario, scale)?;
+    let settings = Settings::from_bytes(config.to_string().as_bytes())?;
     notes.push(format!("each step's advance x{scale}"));
     if options.mode == Mode::Native {
         notes.push(format!(
@@ -127,11 +129,12 @@ pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult
     );
     match options.mode {
         Mode::Envoy => {
-            let mut player = filter_player::FilterPlayer::start(scenario, options, config, scale)?;
+            let mut player =
+                filter_player::FilterPlayer::start(scenario, options, config, &settings, scale)?;
             runner::play(scenario, &mut player)
         }
         Mode::Native => {
-            let mut player = native_player::NativePlayer::start(scenario, &config, scale)?;
+            let mut player = native_player::NativePlayer::start(scenario, &settings, scale)?;
             runner::play(scenario, &mut player)
         }
         Mode::Sim | Mode::Waypoint => Err(sim_is_not_real()),

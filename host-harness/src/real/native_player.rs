@@ -15,7 +15,7 @@ use crate::envoy::{
     Endpoint, Frontend, Layout, LbPolicy, NativeModeConfig, Node, OutlierDetection, RetryPolicy,
 };
 use crate::error::{HarnessError, Result};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScenarioEndpoint};
 use crate::sim_player::CLUSTER;
 
 use super::player::RealEnvoy;
@@ -63,14 +63,8 @@ pub fn lb_policy(lb: IstioLb) -> LbPolicy {
 }
 
 impl NativePlayer {
-    /// `plugin_config` is the scenario's plugin configuration with its
-    /// durations already scaled.
-    pub fn start(
-        scenario: &Scenario,
-        plugin_config: &serde_json::Value,
-        scale: f64,
-    ) -> Result<NativePlayer> {
-        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes())?;
+    /// `settings` are the scenario's, with their durations already scaled.
+    pub fn start(scenario: &Scenario, settings: &Settings, scale: f64) -> Result<NativePlayer> {
         let mut labels = scenario.client_labels.clone();
         for (k, v) in &settings.locality_override {
             labels.insert(k.clone(), v.clone());
@@ -97,9 +91,7 @@ impl NativePlayer {
         };
         let present: BTreeSet<String> = scenario.endpoints.iter().map(|e| e.name.clone()).collect();
         let (endpoints, weighted) =
-            ranked_endpoints(scenario, &settings, &labels, &present, |n| {
-                upstreams.addr(n)
-            })?;
+            ranked_endpoints(scenario, settings, &labels, &present, |n| upstreams.addr(n))?;
         cfg.endpoints = endpoints;
         cfg.locality_weighted = weighted.unwrap_or(false);
         let generated = cfg.generate(&Layout::new(dir.path()));
@@ -109,7 +101,7 @@ impl NativePlayer {
         Ok(NativePlayer {
             rig,
             scenario: scenario.clone(),
-            settings,
+            settings: settings.clone(),
             labels,
             cfg,
             present,
@@ -159,13 +151,7 @@ pub fn ranked_endpoints(
         .endpoints
         .iter()
         .filter(|e| present.contains(&e.name))
-        .map(|e| EndpointSpec {
-            address: e.address.clone(),
-            name: Some(e.name.clone()),
-            labels: e.labels.clone(),
-            weight: Some(e.weight),
-            ..Default::default()
-        })
+        .map(ScenarioEndpoint::spec)
         .collect();
     if specs.is_empty() {
         return Ok((Vec::new(), None));

@@ -147,6 +147,8 @@ impl ExampleConfig {
 /// `route-header` and `native-eds`, a bootstrap and its xDS file, with the
 /// placeholders of [`EXAMPLE_WASM`], [`EXAMPLE_DIR`], 127.0.0.2-4:8080,
 /// listener port 10000, admin port 9901, access log to /dev/stdout.
+// Long on purpose: the four examples side by side, each a short block, so
+// their differences read at a glance.
 pub fn example_configs() -> Vec<ExampleConfig> {
     let placeholder = Layout::new("/LAYOUT");
     let fix = |v: &mut Value, xds_file: &str| {
