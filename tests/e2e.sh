@@ -4,11 +4,15 @@
 #   sim     the filter's Rust code on the simulated host
 #   envoy   build/locality_failover.wasm in a real Envoy 1.40 (loopback upstreams)
 #   native  no filter: Envoy's own priorities / outlier detection, as Istio programs them
+#   waypoint  the .wasm on the waypoint-shaped Envoy made from istiod's golden
+#           xDS (envoy/waypoint/README.md): inventory from Envoy's admin,
+#           stateful-session steering; a scenario that cannot apply on a
+#           waypoint prints SKIP with its reason and is listed as skip
 #
 # A scenario's `expect` blocks are Envoy's behaviour, so "agree" means every
 # mode passes them. Runs:
-#   ../shared/scenarios/*.json   sim, envoy, native  x  --workers 1 and 2
-#   tests/scenarios/*.json       sim, envoy, native  x  --workers 1
+#   ../shared/scenarios/*.json   sim, envoy, native, waypoint  x  --workers 1 and 2
+#   tests/scenarios/*.json       sim, envoy, native, waypoint  x  --workers 1
 #   tests/e2e/*.json             the done-criteria checks (see the table below)
 # then prints one row per run (scenario, mode, workers, result, seconds) and
 # exits non-zero if any required run failed.
@@ -18,6 +22,8 @@
 #   E2E_JOBS=N         runs in parallel (default 2; each Envoy gets its own
 #                      ports and base id)
 #   E2E_TIME_SCALE=F   passed as --time-scale to envoy and native runs
+#   E2E_WAYPOINT_TIME_SCALE=F  passed as --time-scale to waypoint runs
+#                      (default: the runner's 0.05)
 #   E2E_TIMEOUT=S      bound on one run (default 300 s)
 #   E2E_OUT=DIR        where each run's stdout/stderr go (default target/e2e)
 set -euo pipefail
@@ -31,6 +37,8 @@ TIMEOUT=${E2E_TIMEOUT:-300}
 OUT=${E2E_OUT:-$ROOT/target/e2e}
 SCALE_ARGS=()
 if [ -n "${E2E_TIME_SCALE:-}" ]; then SCALE_ARGS=(--time-scale "$E2E_TIME_SCALE"); fi
+WP_SCALE_ARGS=()
+if [ -n "${E2E_WAYPOINT_TIME_SCALE:-}" ]; then WP_SCALE_ARGS=(--time-scale "$E2E_WAYPOINT_TIME_SCALE"); fi
 WASM=$ROOT/build/locality_failover.wasm
 START=$(date +%s)
 
@@ -71,11 +79,11 @@ if [ ${#SHARED[@]} -eq 0 ]; then
 fi
 for f in "${SHARED[@]}"; do
   for w in 1 2; do
-    for m in envoy native sim; do RUNS+=("$f|$m|$w|yes"); done
+    for m in envoy native sim waypoint; do RUNS+=("$f|$m|$w|yes"); done
   done
 done
 for f in "${OWN[@]}"; do
-  for m in envoy native sim; do RUNS+=("$f|$m|1|yes"); done
+  for m in envoy native sim waypoint; do RUNS+=("$f|$m|1|yes"); done
 done
 # Done-criterion: "with override-host and an Envoy retry policy, a scenario
 # where the local pod refuses connections shows zero client errors". The
@@ -100,15 +108,19 @@ run_one() {
   base=$(basename "$file" .json)
   local stem="$OUT/$base.$mode.w$workers"
   local args=(run --mode "$mode" --workers "$workers")
-  if [ "$mode" != sim ]; then args+=(${SCALE_ARGS[@]+"${SCALE_ARGS[@]}"}); fi
-  if [ "$mode" = envoy ]; then args+=(--wasm "$WASM"); fi
+  case $mode in
+    envoy|native) args+=(${SCALE_ARGS[@]+"${SCALE_ARGS[@]}"}) ;;
+    waypoint) args+=(${WP_SCALE_ARGS[@]+"${WP_SCALE_ARGS[@]}"}) ;;
+  esac
+  if [ "$mode" = envoy ] || [ "$mode" = waypoint ]; then args+=(--wasm "$WASM"); fi
   local t0 t1 rc=0
   t0=$(date +%s%N)
   timeout --kill-after=10 "$TIMEOUT" "$RUNNER" "${args[@]}" "$file" >"$stem.out" 2>"$stem.err" || rc=$?
   t1=$(date +%s%N)
   local result
   case $rc in
-    0) result=pass ;;
+    0) result=pass
+       if grep -q ': SKIP: ' "$stem.err"; then result=skip; fi ;;
     1) result=FAIL ;;
     124|137) result=TIMEOUT ;;
     *) result="ERROR($rc)" ;;
@@ -132,21 +144,24 @@ PIDS=()
 # --- summary -----------------------------------------------------------------
 failed=0
 declare -A AGREE
-printf '\n%-40s %-7s %-7s %-9s %8s\n' scenario mode workers result seconds
-printf '%-40s %-7s %-7s %-9s %8s\n' ---------------------------------------- ------- ------- --------- --------
+printf '\n%-40s %-8s %-7s %-9s %8s\n' scenario mode workers result seconds
+printf '%-40s %-8s %-7s %-9s %8s\n' ---------------------------------------- -------- ------- --------- --------
 for f in "$OUT"/results/*; do
   IFS='|' read -r _ base mode workers result secs required <"$f"
   note=""
   if [ "$required" = info ]; then
     note="  (informative: expected to differ)"
     [ "$result" = pass ] && note="  (informative: native agrees)"
+  elif [ "$result" = skip ]; then
+    note="  ($(grep -o 'SKIP: .*' "$OUT/$base.$mode.w$workers.err" | head -1 | cut -c7-90)...)"
+    AGREE[$base.w$workers]="${AGREE[$base.w$workers]:-}"
   elif [ "$result" != pass ]; then
     failed=$((failed + 1))
     AGREE[$base.w$workers]="${AGREE[$base.w$workers]:-} $mode"
   else
     AGREE[$base.w$workers]="${AGREE[$base.w$workers]:-}"
   fi
-  printf '%-40s %-7s %-7s %-9s %8s%s\n' "${base:0:40}" "$mode" "$workers" "$result" "$secs" "$note"
+  printf '%-40s %-8s %-7s %-9s %8s%s\n' "${base:0:40}" "$mode" "$workers" "$result" "$secs" "$note"
 done
 
 echo
@@ -163,7 +178,7 @@ if [ "$failed" -gt 0 ]; then
   echo "Failures (full output in $OUT):"
   for f in "$OUT"/results/*; do
     IFS='|' read -r _ base mode workers result secs required <"$f"
-    [ "$result" = pass ] || [ "$required" = info ] && continue
+    [ "$result" = pass ] || [ "$result" = skip ] || [ "$required" = info ] && continue
     echo "--- $base, $mode, workers $workers: $result"
     grep -h -E '^(FAIL|error|envoy|native)' "$OUT/$base.$mode.w$workers.err" | grep -v 'every duration scaled' | head -20 || true
     if [ "$result" != FAIL ]; then tail -n 20 "$OUT/$base.$mode.w$workers.err"; fi
@@ -172,5 +187,6 @@ fi
 
 END=$(date +%s)
 echo
-echo "e2e: ${#RUNS[@]} runs, $failed failed, $((END - START)) s"
+skipped=$(grep -l '|skip|' "$OUT"/results/* 2>/dev/null | wc -l)
+echo "e2e: ${#RUNS[@]} runs, $failed failed, $skipped skipped (waypoint: cannot apply, reason printed), $((END - START)) s"
 [ "$failed" -eq 0 ]

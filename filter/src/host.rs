@@ -1,8 +1,8 @@
 //! Everything the filter asks of Envoy, as one small trait.
 //!
-//! The wasm adapter (`crate::wasm`) implements it with
-//! `proxy_wasm::hostcalls` (which return errors instead of panicking); the
-//! native harness implements it in memory. The filter's logic is written
+//! The wasm adapter (`crate::wasm`) implements it over its own declaration
+//! of the proxy-wasm ABI (`wasm/abi.rs`: the SDK's `hostcalls` panic on
+//! statuses they do not expect); the native harness implements it in memory. The filter's logic is written
 //! against this trait only, so the same code runs in both.
 
 use std::time::Duration;

@@ -16,6 +16,7 @@ pub mod filter;
 pub mod host;
 pub mod inventory;
 pub mod lint;
+pub mod logline;
 pub mod metadata;
 pub mod metrics;
 pub mod outlier;

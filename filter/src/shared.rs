@@ -71,8 +71,6 @@ impl ClusterKeys {
 pub struct SharedStore<'h> {
     host: &'h mut dyn Host,
     keys: ClusterKeys,
-    /// Incremented on each CAS retry, for the metric.
-    pub cas_retries: u64,
     /// The streaks as the last `update_streaks` left them (written or not).
     pub last_streaks: Option<Streaks>,
 }
@@ -82,7 +80,6 @@ impl<'h> SharedStore<'h> {
         SharedStore {
             host,
             keys: keys.clone(),
-            cas_retries: 0,
             last_streaks: None,
         }
     }
@@ -97,11 +94,6 @@ impl<'h> SharedStore<'h> {
 
     fn epoch_key(&self) -> String {
         self.keys.epoch().to_string()
-    }
-
-    /// The table's generation as last published.
-    pub fn epoch(&self) -> Result<Option<u64>, HostError> {
-        Ok(read_view(self.host, self.keys.epoch())?.map(|v| v.generation))
     }
 
     pub fn table(&self) -> Result<EjectionTable, HostError> {
@@ -122,12 +114,6 @@ impl<'h> SharedStore<'h> {
             }
         }
         Ok(())
-    }
-
-    /// Current streaks of one endpoint (missing key: zero).
-    pub fn streaks(&self, address: &str) -> Result<Streaks, HostError> {
-        let (value, _) = self.host.shared_data(&self.streak_key(address))?;
-        Ok(value.map(|v| decode_streaks(&v)).unwrap_or_default())
     }
 
     fn publish_epoch(&mut self, generation: u64) -> Result<(), HostError> {
@@ -164,7 +150,7 @@ impl<'h> SharedStore<'h> {
             }
             match self.host.set_shared_data(&key, &view.encode(), cas) {
                 Ok(()) => return Ok(()),
-                Err(HostError::CasMismatch) => self.cas_retries += 1,
+                Err(HostError::CasMismatch) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -228,7 +214,7 @@ impl OutlierStore for SharedStore<'_> {
                 // and reads the streak finds it non-zero.
                 Ok(()) if before.is_zero() && !s.is_zero() => return self.dirty_streaks(),
                 Ok(()) => return Ok(()),
-                Err(HostError::CasMismatch) => self.cas_retries += 1,
+                Err(HostError::CasMismatch) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -252,7 +238,7 @@ impl OutlierStore for SharedStore<'_> {
             })?;
             match self.host.set_shared_data(&key, &bytes, cas) {
                 Ok(()) => return self.publish_epoch(table.generation),
-                Err(HostError::CasMismatch) => self.cas_retries += 1,
+                Err(HostError::CasMismatch) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -1,13 +1,9 @@
-//! Fuzzing support for the locality-failover filter: the input reader,
-//! generators and one driver per cargo-fuzz target (see `fuzz_targets/`).
+//! Fuzzing support for the locality-failover filter: the drivers, input
+//! reader and generators of the `fuzz-drivers` crate (one driver per
+//! cargo-fuzz target, see `fuzz_targets/`), and the seed corpus.
 
-pub mod drivers;
-pub mod gen;
-pub mod input;
+pub use fuzz_drivers::{drivers, gen, input, sim};
 pub mod seeds;
-
-/// The simulated Envoy host the `filter` driver runs the filter in.
-pub use host_harness::sim;
 
 #[cfg(test)]
 mod tests {

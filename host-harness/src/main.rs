@@ -1,7 +1,7 @@
 //! `host-harness`: the scenario runner and config lint.
 //!
 //! ```text
-//! host-harness run [--mode sim|envoy|native] [--time-scale F] FILE...
+//! host-harness run [--mode sim|envoy|native|waypoint] [--time-scale F] FILE...
 //! host-harness lint CONFIG.json
 //! host-harness rank FILE...
 //! ```
@@ -16,7 +16,7 @@ use host_harness::scenario::Scenario;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: host-harness run [--mode sim|envoy|native] [--time-scale F] [--wasm PATH] FILE..."
+        "usage: host-harness run [--mode sim|envoy|native|waypoint] [--time-scale F] [--wasm PATH] FILE..."
     );
     eprintln!("       host-harness lint CONFIG.json");
     eprintln!("       host-harness rank FILE...");

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use locality_failover::config::Settings;
 use locality_failover::inventory::{EndpointSpec, Inventory};
 use locality_failover::ranking::rank;
 
+use crate::error::{HarnessError, Result};
 use crate::runner::{self, Mismatch, StepResult};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScenarioEndpoint};
 use crate::sim_player::SimPlayer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,16 +20,19 @@ pub enum Mode {
     Envoy,
     /// Envoy's own load balancer and outlier detector, no filter.
     Native,
+    /// The `.wasm` on a waypoint-shaped Envoy made from istiod's golden xDS.
+    Waypoint,
 }
 
 impl FromStr for Mode {
-    type Err = String;
+    type Err = HarnessError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "sim" => Ok(Mode::Sim),
             "envoy" => Ok(Mode::Envoy),
             "native" => Ok(Mode::Native),
-            other => Err(format!("unknown mode {other:?}")),
+            "waypoint" => Ok(Mode::Waypoint),
+            other => Err(HarnessError::Usage(format!("unknown mode {other:?}"))),
         }
     }
 }
@@ -45,10 +48,7 @@ pub struct RunOptions {
     pub workers: Option<usize>,
 }
 
-pub fn play(
-    scenario: &Scenario,
-    options: &RunOptions,
-) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
+pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult>, Vec<Mismatch>)> {
     let mut scenario = scenario.clone();
     if let Some(w) = options.workers {
         scenario.workers = w;
@@ -59,26 +59,20 @@ pub fn play(
             runner::play(&scenario, &mut player)
         }
         Mode::Envoy | Mode::Native => crate::real::play(&scenario, options),
+        Mode::Waypoint => crate::waypoint::play(&scenario, options),
     }
 }
 
 /// Each endpoint's priority for the scenario's client, as the filter ranks
 /// it (and as the native mode programs Envoy's EDS priorities).
-pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>, String> {
-    let settings = Settings::from_bytes(scenario.plugin_config().to_string().as_bytes())
-        .map_err(|e| e.to_string())?;
+pub fn ranking(scenario: &Scenario) -> Result<Vec<(String, u32)>> {
+    let settings = &scenario.settings;
     let specs: Vec<EndpointSpec> = scenario
         .endpoints
         .iter()
-        .map(|e| EndpointSpec {
-            address: e.address.clone(),
-            name: Some(e.name.clone()),
-            labels: e.labels.clone(),
-            weight: Some(e.weight),
-            ..Default::default()
-        })
+        .map(ScenarioEndpoint::spec)
         .collect();
-    let inventory = Inventory::from_specs(&specs).map_err(|e| e.to_string())?;
+    let inventory = Inventory::from_specs(&specs)?;
     let ranking = rank(
         &settings.policy.ranking,
         &scenario.client_labels,

@@ -7,22 +7,32 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::error::Result;
 use crate::scenario::{EndpointState, Scenario, Step};
 
 /// One mode of playing scenarios.
 pub trait Player {
     /// A step starts: its requests share one client connection, which Envoy
     /// pins to one worker (the next step may land on another).
-    fn begin_step(&mut self, index: usize);
+    fn begin_step(&mut self, index: usize) -> Result<()>;
     /// Applies a step's `set` (endpoint behaviour and inventory changes).
-    fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String>;
+    fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<()>;
     /// Lets `by` pass (scaled by the mode if it runs in real time).
     fn advance(&mut self, by: Duration);
-    /// Sends one request; returns the endpoint names of every attempt and
-    /// whether the client got a 5xx.
-    fn request(&mut self) -> Result<(Vec<String>, bool), String>;
+    /// Sends the step's `n` requests, each outcome fed back before the
+    /// next; returns what they did.
+    fn requests(&mut self, n: u32) -> Result<Traffic>;
     /// Names of the endpoints ejected now.
     fn ejected(&mut self) -> Vec<String>;
+}
+
+/// What a step's requests did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// The endpoint name of every attempt, in order.
+    pub attempts: Vec<String>,
+    /// Requests the client got a 5xx for.
+    pub client_errors: u64,
 }
 
 /// What one step did.
@@ -47,11 +57,11 @@ pub struct Mismatch {
 pub fn play(
     scenario: &Scenario,
     player: &mut dyn Player,
-) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
+) -> Result<(Vec<StepResult>, Vec<Mismatch>)> {
     let mut results = Vec::new();
     let mut mismatches = Vec::new();
     for (index, step) in scenario.steps.iter().enumerate() {
-        player.begin_step(index);
+        player.begin_step(index)?;
         let result = play_step(scenario, step, player)?;
         if let Some(m) = check(scenario, step, &result) {
             mismatches.push(m);
@@ -61,34 +71,24 @@ pub fn play(
     Ok((results, mismatches))
 }
 
-fn play_step(
-    scenario: &Scenario,
-    step: &Step,
-    player: &mut dyn Player,
-) -> Result<StepResult, String> {
+fn play_step(scenario: &Scenario, step: &Step, player: &mut dyn Player) -> Result<StepResult> {
     if !step.set.is_empty() {
         player.apply(&step.set)?;
     }
     if !step.advance.is_zero() {
         player.advance(step.advance);
     }
+    let traffic = player.requests(step.requests)?;
     let mut by_endpoint: BTreeMap<String, u64> = BTreeMap::new();
-    let mut client_errors = 0;
-    for _ in 0..step.requests {
-        let (attempts, error) = player.request()?;
-        for name in attempts {
-            *by_endpoint.entry(name).or_default() += 1;
-        }
-        if error {
-            client_errors += 1;
-        }
+    for name in traffic.attempts {
+        *by_endpoint.entry(name).or_default() += 1;
     }
     Ok(StepResult {
         scenario: scenario.name.clone(),
         step: step.name.clone(),
         requests: step.requests,
         by_endpoint,
-        client_errors,
+        client_errors: traffic.client_errors,
         ejected: player.ejected(),
     })
 }

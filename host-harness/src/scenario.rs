@@ -2,11 +2,12 @@
 //! endpoint inventory, a filter configuration and steps. Parsing checks
 //! every field and names the file and field it refuses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
 use locality_failover::config::duration::parse_duration;
+use locality_failover::config::Settings;
 use serde::Deserialize;
 
 /// A scenario file that cannot be played (exit code 2).
@@ -26,6 +27,8 @@ pub struct Scenario {
     /// `trafficDistribution` / `trafficPolicy` (and any other plugin
     /// configuration field, e.g. `steering`), as given.
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// [`Self::plugin_config`] as the filter parses it (once, here).
+    pub settings: Settings,
     pub workers: usize,
     pub retries: Option<Retries>,
     pub seed: u64,
@@ -38,6 +41,19 @@ pub struct ScenarioEndpoint {
     pub address: String,
     pub labels: BTreeMap<String, String>,
     pub weight: u32,
+}
+
+impl ScenarioEndpoint {
+    /// The endpoint as an entry of the filter's inventory.
+    pub fn spec(&self) -> locality_failover::inventory::EndpointSpec {
+        locality_failover::inventory::EndpointSpec {
+            address: self.address.clone(),
+            name: Some(self.name.clone()),
+            labels: self.labels.clone(),
+            weight: Some(self.weight),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,203 +170,73 @@ impl Scenario {
         Scenario::parse(&file, &text)
     }
 
+    /// Parses and validates a scenario; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
-        let err = |field: &str, message: String| ScenarioError {
-            file: file.to_string(),
-            field: field.to_string(),
-            message,
-        };
+        let at = Refuse { file };
         let raw: RawScenario = serde_json::from_str(text).map_err(|e| {
-            err(
+            at.field(
                 "(json)",
                 format!("{e} (line {}, column {})", e.line(), e.column()),
             )
         })?;
-        if raw.endpoints.is_empty() {
-            return Err(err("endpoints", "at least one endpoint is required".into()));
-        }
-        let mut names = std::collections::BTreeSet::new();
-        let mut endpoints = Vec::new();
-        for (i, e) in raw.endpoints.into_iter().enumerate() {
-            if !names.insert(e.name.clone()) {
-                return Err(err(
-                    &format!("endpoints[{i}].name"),
-                    format!("{:?} is used twice", e.name),
-                ));
-            }
-            if e.address.parse::<std::net::SocketAddr>().is_err() {
-                return Err(err(
-                    &format!("endpoints[{i}].address"),
-                    format!("{:?} is not ip:port", e.address),
-                ));
-            }
-            let weight = e.weight.unwrap_or(1);
-            if weight == 0 {
-                return Err(err(
-                    &format!("endpoints[{i}].weight"),
-                    "must be at least 1".into(),
-                ));
-            }
-            endpoints.push(ScenarioEndpoint {
-                name: e.name,
-                address: e.address,
-                labels: e.labels,
-                weight,
-            });
-        }
+        let endpoints = parse_endpoints(&at, raw.endpoints)?;
+        let names: BTreeSet<String> = endpoints.iter().map(|e| e.name.clone()).collect();
         let workers = raw.workers.unwrap_or(1);
         if !(1..=64).contains(&workers) {
-            return Err(err("workers", format!("{workers} is not in 1..64")));
+            return Err(at.field("workers", format!("{workers} is not in 1..64")));
         }
-        let retries = match raw.retries {
-            None => None,
-            Some(r) => {
-                if r.attempts > 10 {
-                    return Err(err(
-                        "retries.attempts",
-                        format!("{} is more than 10", r.attempts),
-                    ));
-                }
-                let retry_on: Vec<String> = r
-                    .retry_on
-                    .unwrap_or_else(|| "5xx,connect-failure".into())
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                for cond in &retry_on {
-                    if ![
-                        "5xx",
-                        "gateway-error",
-                        "connect-failure",
-                        "reset",
-                        "refused-stream",
-                        "retriable-status-codes",
-                    ]
-                    .contains(&cond.as_str())
-                    {
-                        return Err(err(
-                            "retries.retryOn",
-                            format!("{cond:?} is not a retry condition this runner plays"),
-                        ));
-                    }
-                }
-                Some(Retries {
-                    attempts: r.attempts,
-                    retry_on,
-                })
-            }
-        };
-        let mut steps = Vec::new();
-        for (i, s) in raw.steps.into_iter().enumerate() {
-            let mut set = Vec::new();
-            for (name, state) in &s.set {
-                if !names.contains(name) {
-                    return Err(err(
-                        &format!("steps[{i}].set.{name}"),
-                        "no endpoint has this name".into(),
-                    ));
-                }
-                let st = parse_state(state).ok_or_else(|| {
-                    err(
-                        &format!("steps[{i}].set.{name}"),
-                        format!("{state:?} is not healthy, refused, http-NNN, removed or present"),
-                    )
-                })?;
-                set.push((name.clone(), st));
-            }
-            let advance = match &s.advance {
-                None => Duration::ZERO,
-                Some(a) => parse_duration(a)
-                    .map_err(|e| err(&format!("steps[{i}].advance"), format!("{a:?}: {e}")))?,
-            };
-            if s.requests > MAX_REQUESTS_PER_STEP {
-                return Err(err(
-                    &format!("steps[{i}].requests"),
-                    format!("{} is more than {MAX_REQUESTS_PER_STEP}", s.requests),
-                ));
-            }
-            let expect = match s.expect {
-                None => None,
-                Some(x) => {
-                    for name in x.by_endpoint.keys() {
-                        if !names.contains(name) {
-                            return Err(err(
-                                &format!("steps[{i}].expect.by_endpoint.{name}"),
-                                "no endpoint has this name".into(),
-                            ));
-                        }
-                    }
-                    Some(Expect {
-                        by_endpoint: x.by_endpoint,
-                        client_errors: x.client_errors,
-                        tolerance: x.tolerance.unwrap_or(0),
-                    })
-                }
-            };
-            steps.push(Step {
-                name: s.name,
-                set,
-                advance,
-                requests: s.requests,
-                expect,
-            });
+        let retries = raw.retries.map(|r| parse_retries(&at, r)).transpose()?;
+        let steps = raw
+            .steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| parse_step(&at, i, s, &names))
+            .collect::<Result<Vec<Step>, ScenarioError>>()?;
+        let config = raw.config;
+        if route_header(&config) {
+            check_route_header_steps(&at, &steps)?;
         }
-        let scenario = Scenario {
+        // The filter must accept the configuration: validate it now so a bad
+        // one is a file error (exit 2), not a failed expectation.
+        let plugin_config = plugin_config_of(&config, &endpoints);
+        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes())
+            .map_err(|e| at.field("config", e.to_string()))?;
+        Ok(Scenario {
             name: raw.name,
             client_labels: raw.client.labels,
             endpoints,
-            config: raw.config,
+            config,
+            settings,
             workers,
             retries,
             seed: raw.seed.unwrap_or(1),
             steps,
-        };
-        if scenario.route_header() {
-            for (i, step) in scenario.steps.iter().enumerate() {
-                if let Some((name, _)) = step
-                    .set
-                    .iter()
-                    .find(|(_, st)| matches!(st, EndpointState::Removed | EndpointState::Present))
-                {
-                    return Err(err(
-                        &format!("steps[{i}].set.{name}"),
-                        "removed/present change the inventory in cluster metadata; route-header steering takes its inventory from the configuration".into(),
-                    ));
-                }
-            }
-        }
-        // The filter must accept the configuration: validate it now so a bad
-        // one is a file error (exit 2), not a failed expectation.
-        locality_failover::config::Settings::from_bytes(
-            scenario.plugin_config().to_string().as_bytes(),
-        )
-        .map_err(|e| err("config", e.to_string()))?;
-        Ok(scenario)
+        })
+    }
+
+    /// Sets one field of the scenario's `config` and parses the plugin
+    /// configuration again, so [`Self::settings`] follows.
+    pub fn set_config(
+        &mut self,
+        field: &str,
+        value: serde_json::Value,
+    ) -> Result<(), locality_failover::config::ConfigError> {
+        self.config.insert(field.to_string(), value);
+        self.settings = Settings::from_bytes(self.plugin_config().to_string().as_bytes())?;
+        Ok(())
     }
 
     /// Route-header steering chooses the route, so its inventory must come
     /// from the configuration instead of the cluster metadata.
     pub fn route_header(&self) -> bool {
-        self.config
-            .get("steering")
-            .and_then(|s| s.get("mode"))
-            .is_some_and(|m| m == "route-header")
+        route_header(&self.config)
     }
 
     /// The plugin configuration the filter gets for this scenario: its
     /// `config`, plus an inline inventory (backend = endpoint name) in
     /// route-header mode.
     pub fn plugin_config(&self) -> serde_json::Value {
-        let inline: Vec<serde_json::Value> = if self.route_header() {
-            self.endpoints
-                .iter()
-                .map(|e| serde_json::json!({"address": e.address, "name": e.name, "labels": e.labels, "weight": e.weight, "backend": e.name}))
-                .collect()
-        } else {
-            vec![]
-        };
-        plugin_config_for(&self.config, &inline, &BTreeMap::new())
+        plugin_config_of(&self.config, &self.endpoints)
     }
 
     /// Plays a step's `set`: `behave` gets each endpoint's new state (the
@@ -361,13 +247,13 @@ impl Scenario {
         &self,
         present: &mut std::collections::BTreeSet<String>,
         set: &[(String, EndpointState)],
-        mut behave: impl FnMut(&ScenarioEndpoint, EndpointState) -> Result<(), String>,
-    ) -> Result<bool, String> {
+        mut behave: impl FnMut(&ScenarioEndpoint, EndpointState) -> crate::error::Result<()>,
+    ) -> crate::error::Result<bool> {
         let mut changed = false;
         for (name, state) in set {
             let endpoint = self
                 .endpoint(name)
-                .ok_or_else(|| format!("unknown endpoint {name}"))?;
+                .ok_or_else(|| crate::error::HarnessError::unknown("endpoint", name))?;
             behave(endpoint, *state)?;
             match state {
                 EndpointState::Removed => changed |= present.remove(name),
@@ -420,6 +306,203 @@ pub fn plugin_config_for(
         );
     }
     serde_json::Value::Object(cfg)
+}
+
+/// Builds the errors of one scenario file.
+struct Refuse<'a> {
+    file: &'a str,
+}
+
+impl Refuse<'_> {
+    fn field(&self, field: &str, message: String) -> ScenarioError {
+        ScenarioError {
+            file: self.file.to_string(),
+            field: field.to_string(),
+            message,
+        }
+    }
+}
+
+fn route_header(config: &serde_json::Map<String, serde_json::Value>) -> bool {
+    config
+        .get("steering")
+        .and_then(|s| s.get("mode"))
+        .is_some_and(|m| m == "route-header")
+}
+
+/// The scenario's plugin configuration: `config`, plus an inline inventory
+/// (backend = endpoint name) in route-header mode.
+fn plugin_config_of(
+    config: &serde_json::Map<String, serde_json::Value>,
+    endpoints: &[ScenarioEndpoint],
+) -> serde_json::Value {
+    let inline: Vec<serde_json::Value> = if route_header(config) {
+        endpoints
+            .iter()
+            .map(|e| serde_json::json!({"address": e.address, "name": e.name, "labels": e.labels, "weight": e.weight, "backend": e.name}))
+            .collect()
+    } else {
+        vec![]
+    };
+    plugin_config_for(config, &inline, &BTreeMap::new())
+}
+
+fn parse_endpoints(
+    at: &Refuse,
+    raw: Vec<RawEndpoint>,
+) -> Result<Vec<ScenarioEndpoint>, ScenarioError> {
+    if raw.is_empty() {
+        return Err(at.field("endpoints", "at least one endpoint is required".into()));
+    }
+    let mut names = BTreeSet::new();
+    let mut endpoints = Vec::new();
+    for (i, e) in raw.into_iter().enumerate() {
+        if !names.insert(e.name.clone()) {
+            return Err(at.field(
+                &format!("endpoints[{i}].name"),
+                format!("{:?} is used twice", e.name),
+            ));
+        }
+        if e.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(at.field(
+                &format!("endpoints[{i}].address"),
+                format!("{:?} is not ip:port", e.address),
+            ));
+        }
+        let weight = e.weight.unwrap_or(1);
+        if weight == 0 {
+            return Err(at.field(
+                &format!("endpoints[{i}].weight"),
+                "must be at least 1".into(),
+            ));
+        }
+        endpoints.push(ScenarioEndpoint {
+            name: e.name,
+            address: e.address,
+            labels: e.labels,
+            weight,
+        });
+    }
+    Ok(endpoints)
+}
+
+/// The retry conditions this runner plays (in every mode).
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "connect-failure",
+    "reset",
+    "refused-stream",
+    "retriable-status-codes",
+];
+
+fn parse_retries(at: &Refuse, r: RawRetries) -> Result<Retries, ScenarioError> {
+    if r.attempts > 10 {
+        return Err(at.field(
+            "retries.attempts",
+            format!("{} is more than 10", r.attempts),
+        ));
+    }
+    let retry_on: Vec<String> = r
+        .retry_on
+        .unwrap_or_else(|| "5xx,connect-failure".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(cond) = retry_on.iter().find(|c| !RETRY_ON.contains(&c.as_str())) {
+        return Err(at.field(
+            "retries.retryOn",
+            format!("{cond:?} is not a retry condition this runner plays"),
+        ));
+    }
+    Ok(Retries {
+        attempts: r.attempts,
+        retry_on,
+    })
+}
+
+fn parse_step(
+    at: &Refuse,
+    i: usize,
+    s: RawStep,
+    names: &BTreeSet<String>,
+) -> Result<Step, ScenarioError> {
+    let mut set = Vec::new();
+    for (name, state) in &s.set {
+        if !names.contains(name) {
+            return Err(at.field(
+                &format!("steps[{i}].set.{name}"),
+                "no endpoint has this name".into(),
+            ));
+        }
+        let st = parse_state(state).ok_or_else(|| {
+            at.field(
+                &format!("steps[{i}].set.{name}"),
+                format!("{state:?} is not healthy, refused, http-NNN, removed or present"),
+            )
+        })?;
+        set.push((name.clone(), st));
+    }
+    let advance = match &s.advance {
+        None => Duration::ZERO,
+        Some(a) => parse_duration(a)
+            .map_err(|e| at.field(&format!("steps[{i}].advance"), format!("{a:?}: {e}")))?,
+    };
+    if s.requests > MAX_REQUESTS_PER_STEP {
+        return Err(at.field(
+            &format!("steps[{i}].requests"),
+            format!("{} is more than {MAX_REQUESTS_PER_STEP}", s.requests),
+        ));
+    }
+    let expect = s
+        .expect
+        .map(|x| parse_expect(at, i, x, names))
+        .transpose()?;
+    Ok(Step {
+        name: s.name,
+        set,
+        advance,
+        requests: s.requests,
+        expect,
+    })
+}
+
+fn parse_expect(
+    at: &Refuse,
+    i: usize,
+    x: RawExpect,
+    names: &BTreeSet<String>,
+) -> Result<Expect, ScenarioError> {
+    if let Some(name) = x.by_endpoint.keys().find(|n| !names.contains(*n)) {
+        return Err(at.field(
+            &format!("steps[{i}].expect.by_endpoint.{name}"),
+            "no endpoint has this name".into(),
+        ));
+    }
+    Ok(Expect {
+        by_endpoint: x.by_endpoint,
+        client_errors: x.client_errors,
+        tolerance: x.tolerance.unwrap_or(0),
+    })
+}
+
+/// Route-header steering takes its inventory from the configuration, so a
+/// step cannot remove or add endpoints.
+fn check_route_header_steps(at: &Refuse, steps: &[Step]) -> Result<(), ScenarioError> {
+    for (i, step) in steps.iter().enumerate() {
+        if let Some((name, _)) = step
+            .set
+            .iter()
+            .find(|(_, st)| matches!(st, EndpointState::Removed | EndpointState::Present))
+        {
+            return Err(at.field(
+                &format!("steps[{i}].set.{name}"),
+                "removed/present change the inventory in cluster metadata; route-header steering takes its inventory from the configuration".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

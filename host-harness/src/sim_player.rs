@@ -9,7 +9,8 @@ use std::time::Duration;
 use locality_failover::config::{InventorySource, Settings, SteeringMode};
 use locality_failover::metadata::metadata_for;
 
-use crate::runner::Player;
+use crate::error::{HarnessError, Result};
+use crate::runner::{Player, Traffic};
 use crate::scenario::{EndpointState, Scenario};
 use crate::sim::{Behavior, RetryPolicy, RouterSteering, SimEnvoy};
 
@@ -25,13 +26,15 @@ pub struct SimPlayer {
 }
 
 impl SimPlayer {
-    pub fn new(scenario: &Scenario) -> Result<SimPlayer, String> {
+    pub fn new(scenario: &Scenario) -> Result<SimPlayer> {
         let bytes = scenario.plugin_config().to_string().into_bytes();
-        let settings = Settings::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let settings = scenario.settings.clone();
         if let InventorySource::Envoy(_) = settings.inventory {
-            return Err(
-                "inventory.source envoy: the sim mode publishes the inventory as cluster metadata (use clusterMetadata or config)".into(),
-            );
+            return Err(HarnessError::Unsupported {
+                field: "inventory.source".into(),
+                value: "envoy".into(),
+                reason: "the sim mode publishes the inventory as cluster metadata (use clusterMetadata or config)".into(),
+            });
         }
         let steering = match settings.steering.mode {
             SteeringMode::OverrideHost => RouterSteering::OverrideHost {
@@ -78,7 +81,11 @@ impl SimPlayer {
         };
         player.publish();
         if !player.envoy.configure() {
-            return Err("the filter refused the configuration".into());
+            return Err(HarnessError::Unsupported {
+                field: "config".into(),
+                value: scenario.plugin_config().to_string(),
+                reason: "the filter refused the configuration".into(),
+            });
         }
         Ok(player)
     }
@@ -151,11 +158,12 @@ impl SimPlayer {
 }
 
 impl Player for SimPlayer {
-    fn begin_step(&mut self, index: usize) {
+    fn begin_step(&mut self, index: usize) -> Result<()> {
         self.envoy.pinned_worker = Some(index % self.envoy.workers());
+        Ok(())
     }
 
-    fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String> {
+    fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<()> {
         let upstreams = &mut self.envoy.upstreams;
         let changed = self
             .scenario
@@ -179,10 +187,15 @@ impl Player for SimPlayer {
         self.envoy.advance(by);
     }
 
-    fn request(&mut self) -> Result<(Vec<String>, bool), String> {
-        let outcome = self.envoy.request(&[]);
-        let names = outcome.attempts.iter().map(|a| self.name_of(a)).collect();
-        Ok((names, outcome.status >= 500))
+    fn requests(&mut self, n: u32) -> Result<Traffic> {
+        let mut traffic = Traffic::default();
+        for _ in 0..n {
+            let outcome = self.envoy.request(&[]);
+            let names = outcome.attempts.iter().map(|a| self.name_of(a));
+            traffic.attempts.extend(names);
+            traffic.client_errors += u64::from(outcome.status >= 500);
+        }
+        Ok(traffic)
     }
 
     fn ejected(&mut self) -> Vec<String> {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread;
 
+use host_harness::fixtures::guide;
 use host_harness::sim::{
     lock, Behavior, RetryPolicy, RouterSteering, SimEnvoy, SimHost, EPOCH_NANOS,
 };
@@ -17,37 +18,12 @@ use serde_json::json;
 const NS: &str = "locality-failover";
 const HEADER: &str = "x-locality-failover-hosts";
 
-fn labels(network: &str, region: &str, zone: &str) -> BTreeMap<String, String> {
-    [
-        ("topology.istio.io/network", network),
-        ("topology.kubernetes.io/region", region),
-        ("topology.kubernetes.io/zone", zone),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
 /// The guide's topology: two pods in us-east-1 (1a, 1b), two in us-west-2.
 fn guide_endpoints() -> Vec<(String, BTreeMap<String, String>)> {
-    vec![
-        (
-            "10.10.0.15:8080".into(),
-            labels("n1", "us-east-1", "us-east-1a"),
-        ),
-        (
-            "10.10.1.8:8080".into(),
-            labels("n1", "us-east-1", "us-east-1b"),
-        ),
-        (
-            "10.20.0.7:8080".into(),
-            labels("n2", "us-west-2", "us-west-2a"),
-        ),
-        (
-            "10.20.1.4:8080".into(),
-            labels("n2", "us-west-2", "us-west-2b"),
-        ),
-    ]
+    guide::PODS
+        .iter()
+        .map(|p| (p.address.to_string(), p.labels()))
+        .collect()
 }
 
 fn metadata(endpoints: &[(String, BTreeMap<String, String>)], revision: u64) -> Vec<u8> {
@@ -71,7 +47,7 @@ fn guide_config() -> serde_json::Value {
 fn envoy(workers: usize, config: &serde_json::Value) -> SimEnvoy {
     let mut e = SimEnvoy::new(
         workers,
-        &labels("n1", "us-east-1", "us-east-1a"),
+        &guide::client_labels(),
         config.to_string().into_bytes(),
         7,
         RouterSteering::OverrideHost {
@@ -176,7 +152,7 @@ fn a_failure_on_another_worker_is_seen_within_the_view_refresh() {
 fn refused_configuration_still_strips_client_headers() {
     let mut e = SimEnvoy::new(
         1,
-        &labels("n1", "us-east-1", "us-east-1a"),
+        &guide::client_labels(),
         br#"{"trafficDistribution": "Nearby"}"#.to_vec(),
         1,
         RouterSteering::OverrideHost {
@@ -467,8 +443,8 @@ fn seed_scenarios_pass_with_every_steering_mode() {
         for mode in ["original-dst", "route-header"] {
             let mut scenario = base.clone();
             scenario
-                .config
-                .insert("steering".into(), json!({"mode": mode}));
+                .set_config("steering", json!({"mode": mode}))
+                .expect("valid steering");
             if scenario.route_header()
                 && scenario.steps.iter().any(|s| {
                     !s.set.is_empty()

@@ -271,10 +271,7 @@ impl Configured {
                 for address in &back {
                     host.log(
                         LogLevel::Info,
-                        &format!(
-                            "locality-failover: {}: {address} returns from ejection",
-                            state.name
-                        ),
+                        &crate::logline::returned(&state.name, address),
                     );
                 }
                 metrics.add(host, Metric::Unejections, back.len() as i64);

@@ -99,10 +99,7 @@ impl Configured {
             for (address, why) in &ejected {
                 host.log(
                     LogLevel::Info,
-                    &format!(
-                        "locality-failover: {}: ejected {address} ({why:?})",
-                        state.name
-                    ),
+                    &crate::logline::ejected(&state.name, address, why),
                 );
             }
             metrics.add(host, Metric::Ejections, ejected.len() as i64);

@@ -203,41 +203,26 @@ impl AccessLog {
         timeout: Duration,
     ) -> AttemptCounts {
         let wanted: std::collections::BTreeSet<&str> = ids.iter().map(|s| s.as_ref()).collect();
-        let deadline = Instant::now() + timeout;
-        let mut all_requests_seen: Option<Instant> = None;
-        loop {
-            let (attempts, lines) = self.read_since(mark);
-            let attempts: Vec<Attempt> = attempts
-                .into_iter()
-                .filter(|a| wanted.contains(a.request_id.as_str()))
-                .collect();
-            let lines: Vec<RequestLine> = lines
-                .into_iter()
-                .filter(|r| wanted.contains(r.request_id.as_str()))
-                .collect();
-            let announced: usize = lines.iter().map(RequestLine::expected_upstream_lines).sum();
-            let now = Instant::now();
-            let seen: std::collections::BTreeSet<&str> =
-                lines.iter().map(|r| r.request_id.as_str()).collect();
-            if seen.len() >= wanted.len() {
-                let since = *all_requests_seen.get_or_insert(now);
-                let complete = attempts.len() >= announced;
-                if complete || now >= since + Duration::from_millis(500) || now >= deadline {
-                    return AttemptCounts {
-                        attempts,
-                        requests: lines,
-                        complete,
-                    };
-                }
-            } else if now >= deadline {
-                return AttemptCounts {
-                    attempts,
-                    requests: lines,
-                    complete: false,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.wait(
+            mark,
+            timeout,
+            |attempts, lines| {
+                let attempts = attempts
+                    .into_iter()
+                    .filter(|a| wanted.contains(a.request_id.as_str()))
+                    .collect();
+                let lines = lines
+                    .into_iter()
+                    .filter(|r| wanted.contains(r.request_id.as_str()))
+                    .collect();
+                (attempts, lines)
+            },
+            |lines| {
+                let seen: std::collections::BTreeSet<&str> =
+                    lines.iter().map(|r| r.request_id.as_str()).collect();
+                seen.len() >= wanted.len()
+            },
+        )
     }
 
     /// Waits until `requests` `D` lines appeared after `mark` and every
@@ -247,13 +232,32 @@ impl AccessLog {
     /// Envoy had not flushed yet when `mark` was taken are counted too;
     /// prefer [`Self::wait_for_ids`].
     pub fn wait_requests(&self, mark: u64, requests: usize, timeout: Duration) -> AttemptCounts {
+        self.wait(
+            mark,
+            timeout,
+            |a, l| (a, l),
+            |lines| lines.len() >= requests,
+        )
+    }
+
+    /// Reads the lines after `mark` (keeping what `select` keeps) every
+    /// 10 ms until `enough` holds for the `D` lines and every attempt they
+    /// announce has its `U` line, or 500 ms more passed, or `timeout`.
+    fn wait(
+        &self,
+        mark: u64,
+        timeout: Duration,
+        select: impl Fn(Vec<Attempt>, Vec<RequestLine>) -> (Vec<Attempt>, Vec<RequestLine>),
+        enough: impl Fn(&[RequestLine]) -> bool,
+    ) -> AttemptCounts {
         let deadline = Instant::now() + timeout;
         let mut all_requests_seen: Option<Instant> = None;
         loop {
             let (attempts, lines) = self.read_since(mark);
+            let (attempts, lines) = select(attempts, lines);
             let announced: usize = lines.iter().map(RequestLine::expected_upstream_lines).sum();
             let now = Instant::now();
-            if lines.len() >= requests {
+            if enough(&lines) {
                 let since = *all_requests_seen.get_or_insert(now);
                 let complete = attempts.len() >= announced;
                 if complete || now >= since + Duration::from_millis(500) || now >= deadline {

@@ -360,11 +360,6 @@ impl EnvoyProcess {
             })
     }
 
-    /// Whether the process still runs.
-    pub fn is_running(&self) -> bool {
-        matches!(lock(&self.child).try_wait(), Ok(None))
-    }
-
     pub fn pid(&self) -> u32 {
         lock(&self.child).id()
     }

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use locality_failover::config::{
     InventorySource, Settings, SteeringMode, DEFAULT_METADATA_NAMESPACE,
 };
+use locality_failover::logline;
 use serde_json::Value;
 
 use crate::envoy::config::METADATA_NAMESPACE;
@@ -17,12 +17,13 @@ use crate::envoy::{
     Endpoint, FilterModeConfig, Frontend, Layout, Node, RetryPolicy, Steering, Upstreams,
     WasmFilter,
 };
+use crate::error::{HarnessError, Result};
 use crate::modes::RunOptions;
-use crate::runner::Player;
-use crate::scenario::{EndpointState, Scenario};
+use crate::scenario::Scenario;
 use crate::sim_player::CLUSTER;
 
-use super::rig::{Outcome, Rig, XDS_TIMEOUT};
+use super::player::RealEnvoy;
+use super::rig::{Rig, XDS_TIMEOUT};
 
 /// Where `make build` puts the filter.
 pub const DEFAULT_WASM: &str = "build/locality_failover.wasm";
@@ -36,25 +37,21 @@ pub struct FilterPlayer {
     /// Cluster name as the filter sees it (`xds.cluster_name`).
     cluster: String,
     log_offset: u64,
+    /// Endpoint names the filter's log says are ejected now.
     ejected: BTreeSet<String>,
-    /// Ejections the filter logged without an address, that could not be
-    /// tied to one failing endpoint of the request that caused them.
-    unnamed: u64,
-    /// Filter log events not applied yet, with the index (in the step) of
-    /// the request after which they were read.
-    events: Vec<(usize, FilterEvent)>,
-    /// Requests of the current step sent so far.
-    request_in_step: usize,
 }
 
 /// The filter: `--wasm`, else `build/locality_failover.wasm` in the current
 /// directory or in the workspace.
-pub fn wasm_path(options: &RunOptions) -> Result<PathBuf, String> {
+pub fn wasm_path(options: &RunOptions) -> Result<PathBuf> {
     if let Some(p) = &options.wasm {
         return if p.is_file() {
             Ok(p.clone())
         } else {
-            Err(format!("--wasm {}: no such file", p.display()))
+            Err(HarnessError::Missing {
+                what: format!("--wasm {}", p.display()),
+                hint: "no such file".into(),
+            })
         };
     }
     let here = PathBuf::from(DEFAULT_WASM);
@@ -67,9 +64,10 @@ pub fn wasm_path(options: &RunOptions) -> Result<PathBuf, String> {
     if workspace.is_file() {
         return Ok(workspace);
     }
-    Err(format!(
-        "{DEFAULT_WASM} not found: run `make build` first (or pass --wasm PATH)"
-    ))
+    Err(HarnessError::Missing {
+        what: DEFAULT_WASM.into(),
+        hint: "run `make build` first (or pass --wasm PATH)".into(),
+    })
 }
 
 /// Replaces each inline inventory endpoint's scenario address (an
@@ -79,7 +77,7 @@ fn rewrite_inline_inventory(
     config: &mut Value,
     scenario: &Scenario,
     upstreams: &Upstreams,
-) -> Result<(), String> {
+) -> Result<()> {
     let Some(list) = config
         .pointer_mut("/inventory/endpoints")
         .and_then(Value::as_array_mut)
@@ -98,7 +96,12 @@ fn rewrite_inline_inventory(
         let addr = by_name
             .or(by_addr)
             .and_then(|x| upstreams.addr(&x.name))
-            .ok_or_else(|| format!("inline inventory entry {e} is not a scenario endpoint"))?;
+            .ok_or_else(|| {
+                HarnessError::unknown(
+                    "scenario endpoint for the inline inventory entry",
+                    e.to_string(),
+                )
+            })?;
         e["address"] = Value::String(addr.to_string());
     }
     Ok(())
@@ -106,27 +109,29 @@ fn rewrite_inline_inventory(
 
 impl FilterPlayer {
     /// `plugin_config` is the scenario's plugin configuration with its
-    /// durations already scaled.
+    /// durations already scaled, and `settings` what the filter reads in it.
     pub fn start(
         scenario: &Scenario,
         options: &RunOptions,
         mut plugin_config: Value,
+        settings: &Settings,
         scale: f64,
-    ) -> Result<FilterPlayer, String> {
+    ) -> Result<FilterPlayer> {
         let wasm = wasm_path(options)?;
-        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes())
-            .map_err(|e| e.to_string())?;
         if !settings.steering.address_prefix.is_empty() {
-            return Err(format!(
-                "steering.addressPrefix {:?}: the envoy mode's clusters take plain ip:port",
-                settings.steering.address_prefix
-            ));
+            return Err(HarnessError::Unsupported {
+                field: "steering.addressPrefix".into(),
+                value: format!("{:?}", settings.steering.address_prefix),
+                reason: "the envoy mode's clusters take plain ip:port".into(),
+            });
         }
         if let InventorySource::ClusterMetadata { namespace } = &settings.inventory {
             if namespace != METADATA_NAMESPACE {
-                return Err(format!(
-                    "inventory.namespace {namespace:?}: the envoy mode publishes the inventory under {DEFAULT_METADATA_NAMESPACE:?}"
-                ));
+                return Err(HarnessError::Unsupported {
+                    field: "inventory.namespace".into(),
+                    value: format!("{namespace:?}"),
+                    reason: format!("the envoy mode publishes the inventory under {DEFAULT_METADATA_NAMESPACE:?}"),
+                });
             }
         }
         let steering = match settings.steering.mode {
@@ -140,11 +145,19 @@ impl FilterPlayer {
                 header: settings.steering.header.clone(),
             },
             SteeringMode::StatefulSession => {
-                return Err("steering.mode stateful-session: the envoy mode's generated Envoy has no stateful_session filter".into())
+                return Err(HarnessError::Unsupported {
+                    field: "steering.mode".into(),
+                    value: "stateful-session".into(),
+                    reason: "the envoy mode's generated Envoy has no stateful_session filter (--mode waypoint has)".into(),
+                })
             }
         };
         if let InventorySource::Envoy(_) = settings.inventory {
-            return Err("inventory.source envoy: the envoy mode publishes the inventory as cluster metadata".into());
+            return Err(HarnessError::Unsupported {
+                field: "inventory.source".into(),
+                value: "envoy".into(),
+                reason: "the envoy mode publishes the inventory as cluster metadata (--mode waypoint reads it from Envoy)".into(),
+            });
         }
         let (upstreams, dir) = Rig::upstreams(scenario, "envoy")?;
         let endpoints: Vec<Endpoint> = scenario
@@ -153,12 +166,12 @@ impl FilterPlayer {
             .map(|e| {
                 let addr = upstreams
                     .addr(&e.name)
-                    .ok_or_else(|| format!("no upstream for endpoint {}", e.name))?;
+                    .ok_or_else(|| HarnessError::unknown("upstream for endpoint", &e.name))?;
                 let mut ep = Endpoint::new(e.name.clone(), addr).with_weight(e.weight);
                 ep.labels = e.labels.clone();
                 Ok(ep)
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_>>()?;
         let mut cfg = FilterModeConfig::new(steering, endpoints);
         cfg.cluster_name = CLUSTER.to_string();
         cfg.node = Node::with_labels(scenario.client_labels.clone());
@@ -191,15 +204,12 @@ impl FilterPlayer {
             },
             log_offset: 0,
             ejected: BTreeSet::new(),
-            unnamed: 0,
-            events: Vec::new(),
-            request_in_step: 0,
         })
     }
 
     /// Rewrites the CDS file with the present endpoints (in the cluster and
     /// in the metadata inventory) and a new revision; waits until applied.
-    fn publish(&mut self) -> Result<(), String> {
+    fn publish(&mut self) -> Result<()> {
         self.revision += 1;
         let mut endpoints = Vec::new();
         for e in &self.scenario.endpoints {
@@ -215,173 +225,43 @@ impl FilterPlayer {
         self.rig
             .envoy
             .apply_clusters(&self.cfg.clusters(), XDS_TIMEOUT)
-            .map_err(|e| format!("CDS update: {e}"))?;
+            .map_err(HarnessError::envoy("CDS update"))?;
         Ok(())
     }
 
-    /// Reads the filter's new log lines; their events wait in `events`,
-    /// tagged with the request just sent, until [`Self::resolve`].
+    /// Applies the filter's new log lines ([`logline`]) for this cluster to
+    /// the ejected set, in log order.
     fn read_filter_log(&mut self) {
         let (text, next) = self.rig.envoy_log_since(self.log_offset);
         self.log_offset = next;
-        let tag = self.request_in_step;
-        for event in filter_events(&text, &self.cluster) {
-            self.events.push((tag, event));
-        }
-    }
-
-    /// Applies the waiting events in order. An ejection line without an
-    /// address is tied to the endpoint that failed in the request it was
-    /// read after, when exactly one did (`outcomes` of the step's requests).
-    fn resolve(&mut self, outcomes: &[Outcome]) {
-        for (request, event) in std::mem::take(&mut self.events) {
+        for event in text.lines().filter_map(logline::parse) {
             match event {
-                FilterEvent::Ejected(Some(addr)) => {
-                    self.ejected.insert(self.rig.name_of(&addr));
+                logline::Event::Ejected { cluster, address } if cluster == self.cluster => {
+                    self.ejected.insert(self.rig.name_of(address));
                 }
-                FilterEvent::Ejected(None) => {
-                    let failed: BTreeSet<&String> = outcomes
-                        .get(request)
-                        .map(|o| o.failed.iter().collect())
-                        .unwrap_or_default();
-                    match (failed.len(), failed.first()) {
-                        (1, Some(a)) => {
-                            let name = self.rig.name_of(a);
-                            self.ejected.insert(name);
-                        }
-                        _ => self.unnamed += 1,
-                    }
+                logline::Event::Returned { cluster, address } if cluster == self.cluster => {
+                    self.ejected.remove(&self.rig.name_of(address));
                 }
-                FilterEvent::Returned(addr) => {
-                    self.ejected.remove(&self.rig.name_of(&addr));
-                }
+                _ => {}
             }
         }
     }
 }
 
-/// What the filter logs about ejections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FilterEvent {
-    /// `<cluster>: ejected ...` (address unknown) or `<cluster>: <addr> ejected ...`.
-    Ejected(Option<String>),
-    /// `<cluster>: <addr> returns from ejection`.
-    Returned(String),
-}
-
-/// The filter's ejection events for `cluster` in Envoy log text, in order.
-pub fn filter_events(text: &str, cluster: &str) -> Vec<FilterEvent> {
-    let needle = format!("locality-failover: {cluster}: ");
-    let is_addr = |s: &str| s.parse::<std::net::SocketAddr>().is_ok();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(pos) = line.find(&needle) else {
-            continue;
-        };
-        let rest = line[pos + needle.len()..].trim();
-        if let Some(addr) = rest.strip_suffix(" returns from ejection") {
-            if is_addr(addr) {
-                out.push(FilterEvent::Returned(addr.to_string()));
-            }
-            continue;
-        }
-        let mut words = rest.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("ejected"), Some(a)) if is_addr(a.trim_end_matches([',', ':', ';'])) => {
-                out.push(FilterEvent::Ejected(Some(
-                    a.trim_end_matches([',', ':', ';']).to_string(),
-                )));
-            }
-            (Some("ejected"), _) => out.push(FilterEvent::Ejected(None)),
-            (Some(a), Some("ejected")) if is_addr(a) => {
-                out.push(FilterEvent::Ejected(Some(a.to_string())))
-            }
-            _ => {}
-        }
+impl RealEnvoy for FilterPlayer {
+    fn parts(&mut self) -> (&Scenario, &mut BTreeSet<String>, &mut Rig) {
+        (&self.scenario, &mut self.present, &mut self.rig)
     }
-    out
-}
 
-impl Player for FilterPlayer {
-    fn begin_step(&mut self, index: usize) {
-        self.rig.begin_step(index);
+    fn publish(&mut self) -> Result<()> {
+        FilterPlayer::publish(self)
+    }
+
+    fn observe(&mut self) {
         self.read_filter_log();
-        self.resolve(&[]);
-        self.request_in_step = 0;
     }
 
-    fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String> {
-        let rig = &mut self.rig;
-        let changed = self
-            .scenario
-            .apply_set(&mut self.present, set, |e, state| {
-                rig.set_upstream(&e.name, state)
-            })?;
-        if changed {
-            self.publish()?;
-        }
-        Ok(())
-    }
-
-    fn advance(&mut self, by: Duration) {
-        self.rig.advance(by);
-    }
-
-    /// The step's attempts are all returned with its last request (the
-    /// runner only adds them up).
-    fn request(&mut self) -> Result<(Vec<String>, bool), String> {
-        let error = self.rig.send()?;
-        // The filter logs an ejection in the request's on_log, which runs
-        // before the answer leaves Envoy: tag it with this request.
-        self.read_filter_log();
-        self.request_in_step += 1;
-        if !self.rig.step_complete() {
-            return Ok((Vec::new(), error));
-        }
-        let outcomes = self.rig.collect()?;
-        self.resolve(&outcomes);
-        Ok((
-            outcomes.into_iter().flat_map(|o| o.attempts).collect(),
-            error,
-        ))
-    }
-
-    fn ejected(&mut self) -> Vec<String> {
-        self.read_filter_log();
-        self.resolve(&[]);
+    fn ejected_now(&mut self) -> Vec<String> {
         self.ejected.iter().cloned().collect()
-    }
-}
-
-impl FilterPlayer {
-    /// Ejections seen in the log that could not be tied to an endpoint.
-    pub fn unnamed_ejections(&self) -> u64 {
-        self.unnamed
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_filter_log_lines() {
-        let c = "outbound|8000||svc";
-        let log = format!(
-            "[x][info][wasm] wasm log locality_failover: locality-failover: {c}: ejected after consecutive failures\n\
-             [x][info][wasm] wasm log: locality-failover: {c}: 127.0.0.2:8080 ejected after consecutive failures\n\
-             [x][info][wasm] locality-failover: {c}: ejected 127.0.0.3:80 ([Consecutive5xx])\n\
-             [x][info][wasm] locality-failover: {c}: 127.0.0.2:8080 returns from ejection\n\
-             [x][info][wasm] locality-failover: other: 127.0.0.9:1 returns from ejection\n"
-        );
-        assert_eq!(
-            filter_events(&log, c),
-            vec![
-                FilterEvent::Ejected(None),
-                FilterEvent::Ejected(Some("127.0.0.2:8080".into())),
-                FilterEvent::Ejected(Some("127.0.0.3:80".into())),
-                FilterEvent::Returned("127.0.0.2:8080".into()),
-            ]
-        );
     }
 }

@@ -28,13 +28,16 @@
 
 pub mod filter_player;
 pub mod native_player;
+pub mod player;
 pub mod rig;
 
 use std::time::Duration;
 
 use locality_failover::config::duration::{format_duration, parse_duration};
+use locality_failover::config::Settings;
 use serde_json::Value;
 
+use crate::error::{HarnessError, Result};
 use crate::modes::{Mode, RunOptions};
 use crate::runner::{self, Mismatch, StepResult};
 use crate::scenario::Scenario;
@@ -60,10 +63,7 @@ fn duration_text(d: Duration) -> String {
 
 /// The scenario's plugin configuration with its outlier detection
 /// durations scaled; and a description of what was scaled.
-pub fn scaled_plugin_config(
-    scenario: &Scenario,
-    scale: f64,
-) -> Result<(Value, Vec<String>), String> {
+pub fn scaled_plugin_config(scenario: &Scenario, scale: f64) -> Result<(Value, Vec<String>)> {
     let mut config = scenario.plugin_config();
     let mut notes = Vec::new();
     if let Some(od) = config
@@ -72,12 +72,19 @@ pub fn scaled_plugin_config(
     {
         for (field, default) in DURATIONS {
             let original = match od.get(field) {
-                Some(Value::String(s)) => parse_duration(s)
-                    .map_err(|e| format!("trafficPolicy.outlierDetection.{field} {s:?}: {e}"))?,
+                Some(Value::String(s)) => {
+                    parse_duration(s).map_err(|e| HarnessError::Unsupported {
+                        field: format!("trafficPolicy.outlierDetection.{field}"),
+                        value: format!("{s:?}"),
+                        reason: e.to_string(),
+                    })?
+                }
                 Some(other) => {
-                    return Err(format!(
-                        "trafficPolicy.outlierDetection.{field}: {other} is not a duration"
-                    ))
+                    return Err(HarnessError::Unsupported {
+                        field: format!("trafficPolicy.outlierDetection.{field}"),
+                        value: other.to_string(),
+                        reason: "not a duration".into(),
+                    })
                 }
                 None => default,
             };
@@ -93,20 +100,21 @@ pub fn scaled_plugin_config(
     Ok((config, notes))
 }
 
-pub fn play(
-    scenario: &Scenario,
-    options: &RunOptions,
-) -> Result<(Vec<StepResult>, Vec<Mismatch>), String> {
+pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult>, Vec<Mismatch>)> {
     let scale = options.time_scale.unwrap_or(DEFAULT_TIME_SCALE);
     let mode = match options.mode {
         Mode::Envoy => "envoy",
         Mode::Native => "native",
-        Mode::Sim => return Err("the sim mode does not run on a real Envoy".into()),
+        Mode::Sim | Mode::Waypoint => return Err(sim_is_not_real()),
     };
     if crate::envoy::envoy_binary().is_none() {
-        return Err("envoy not found on PATH (or $ENVOY_BIN): run scripts/setup.sh".into());
+        return Err(HarnessError::Missing {
+            what: "envoy".into(),
+            hint: "not on PATH (or $ENVOY_BIN): run scripts/setup.sh".into(),
+        });
     }
     let (config, mut notes) = scaled_plugin_config(scenario, scale)?;
+    let settings = Settings::from_bytes(config.to_string().as_bytes())?;
     notes.push(format!("each step's advance x{scale}"));
     if options.mode == Mode::Native {
         notes.push(format!(
@@ -121,22 +129,23 @@ pub fn play(
     );
     match options.mode {
         Mode::Envoy => {
-            let mut player = filter_player::FilterPlayer::start(scenario, options, config, scale)?;
-            let out = runner::play(scenario, &mut player);
-            if player.unnamed_ejections() > 0 {
-                eprintln!(
-                    "envoy mode, {}: {} ejection(s) in the filter's log could not be tied to an endpoint (the log line names none); `ejected` may miss them",
-                    scenario.name,
-                    player.unnamed_ejections()
-                );
-            }
-            out
-        }
-        Mode::Native => {
-            let mut player = native_player::NativePlayer::start(scenario, &config, scale)?;
+            let mut player =
+                filter_player::FilterPlayer::start(scenario, options, config, &settings, scale)?;
             runner::play(scenario, &mut player)
         }
-        Mode::Sim => Err("the sim mode does not run on a real Envoy".into()),
+        Mode::Native => {
+            let mut player = native_player::NativePlayer::start(scenario, &settings, scale)?;
+            runner::play(scenario, &mut player)
+        }
+        Mode::Sim | Mode::Waypoint => Err(sim_is_not_real()),
+    }
+}
+
+fn sim_is_not_real() -> HarnessError {
+    HarnessError::Unsupported {
+        field: "--mode".into(),
+        value: "sim".into(),
+        reason: "the sim mode does not run on a real Envoy".into(),
     }
 }
 

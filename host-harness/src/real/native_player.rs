@@ -14,10 +14,11 @@ use locality_failover::ranking::rank;
 use crate::envoy::{
     Endpoint, Frontend, Layout, LbPolicy, NativeModeConfig, Node, OutlierDetection, RetryPolicy,
 };
-use crate::runner::Player;
-use crate::scenario::{EndpointState, Scenario};
+use crate::error::{HarnessError, Result};
+use crate::scenario::{Scenario, ScenarioEndpoint};
 use crate::sim_player::CLUSTER;
 
+use super::player::RealEnvoy;
 use super::rig::{Rig, XDS_TIMEOUT};
 
 /// Envoy's default `common_lb_config.update_merge_window`.
@@ -53,7 +54,7 @@ pub fn outlier_detection(o: &OutlierConfig) -> OutlierDetection {
     }
 }
 
-fn lb_policy(lb: IstioLb) -> LbPolicy {
+pub fn lb_policy(lb: IstioLb) -> LbPolicy {
     match lb {
         IstioLb::RoundRobin => LbPolicy::RoundRobin,
         IstioLb::LeastRequest => LbPolicy::LeastRequest,
@@ -62,15 +63,8 @@ fn lb_policy(lb: IstioLb) -> LbPolicy {
 }
 
 impl NativePlayer {
-    /// `plugin_config` is the scenario's plugin configuration with its
-    /// durations already scaled.
-    pub fn start(
-        scenario: &Scenario,
-        plugin_config: &serde_json::Value,
-        scale: f64,
-    ) -> Result<NativePlayer, String> {
-        let settings = Settings::from_bytes(plugin_config.to_string().as_bytes())
-            .map_err(|e| e.to_string())?;
+    /// `settings` are the scenario's, with their durations already scaled.
+    pub fn start(scenario: &Scenario, settings: &Settings, scale: f64) -> Result<NativePlayer> {
         let mut labels = scenario.client_labels.clone();
         for (k, v) in &settings.locality_override {
             labels.insert(k.clone(), v.clone());
@@ -97,9 +91,7 @@ impl NativePlayer {
         };
         let present: BTreeSet<String> = scenario.endpoints.iter().map(|e| e.name.clone()).collect();
         let (endpoints, weighted) =
-            ranked_endpoints(scenario, &settings, &labels, &present, |n| {
-                upstreams.addr(n)
-            })?;
+            ranked_endpoints(scenario, settings, &labels, &present, |n| upstreams.addr(n))?;
         cfg.endpoints = endpoints;
         cfg.locality_weighted = weighted.unwrap_or(false);
         let generated = cfg.generate(&Layout::new(dir.path()));
@@ -109,7 +101,7 @@ impl NativePlayer {
         Ok(NativePlayer {
             rig,
             scenario: scenario.clone(),
-            settings,
+            settings: settings.clone(),
             labels,
             cfg,
             present,
@@ -118,7 +110,7 @@ impl NativePlayer {
 
     /// Rewrites the EDS file for the present endpoints, ranked again as
     /// istiod would for this proxy; waits until applied.
-    fn publish(&mut self) -> Result<(), String> {
+    fn publish(&mut self) -> Result<()> {
         let rig = &self.rig;
         let (endpoints, weighted) = ranked_endpoints(
             &self.scenario,
@@ -129,13 +121,17 @@ impl NativePlayer {
         )?;
         if weighted.is_some_and(|w| w != self.cfg.locality_weighted) {
             // Cannot happen: the rule decides it, not the endpoints.
-            return Err("locality weighting changed with the endpoints".into());
+            return Err(HarnessError::Unsupported {
+                field: "endpoints".into(),
+                value: format!("{:?}", self.present),
+                reason: "locality weighting changed with the endpoints".into(),
+            });
         }
         self.cfg.endpoints = endpoints;
         self.rig
             .envoy
             .apply_load_assignment(&self.cfg.load_assignment(), XDS_TIMEOUT)
-            .map_err(|e| format!("EDS update: {e}"))?;
+            .map_err(HarnessError::envoy("EDS update"))?;
         Ok(())
     }
 }
@@ -150,23 +146,17 @@ pub fn ranked_endpoints(
     labels: &BTreeMap<String, String>,
     present: &BTreeSet<String>,
     addr: impl Fn(&str) -> Option<std::net::SocketAddr>,
-) -> Result<(Vec<Endpoint>, Option<bool>), String> {
+) -> Result<(Vec<Endpoint>, Option<bool>)> {
     let specs: Vec<EndpointSpec> = scenario
         .endpoints
         .iter()
         .filter(|e| present.contains(&e.name))
-        .map(|e| EndpointSpec {
-            address: e.address.clone(),
-            name: Some(e.name.clone()),
-            labels: e.labels.clone(),
-            weight: Some(e.weight),
-            ..Default::default()
-        })
+        .map(ScenarioEndpoint::spec)
         .collect();
     if specs.is_empty() {
         return Ok((Vec::new(), None));
     }
-    let inventory = Inventory::from_specs(&specs).map_err(|e| e.to_string())?;
+    let inventory = Inventory::from_specs(&specs)?;
     let ranking = rank(&settings.policy.ranking, labels, &inventory);
     let mut out = Vec::new();
     for (i, e) in inventory.endpoints().iter().enumerate() {
@@ -174,7 +164,7 @@ pub fn ranked_endpoints(
             continue;
         };
         let address =
-            addr(&e.name).ok_or_else(|| format!("no upstream for endpoint {}", e.name))?;
+            addr(&e.name).ok_or_else(|| HarnessError::unknown("upstream for endpoint", &e.name))?;
         let mut ep = Endpoint::new(e.name.clone(), address)
             .with_priority(*priority)
             .with_weight(ranking.weight.get(i).copied().unwrap_or(e.weight));
@@ -191,43 +181,16 @@ pub fn ranked_endpoints(
     Ok((out, Some(ranking.locality_weighted)))
 }
 
-impl Player for NativePlayer {
-    fn begin_step(&mut self, index: usize) {
-        self.rig.begin_step(index);
+impl RealEnvoy for NativePlayer {
+    fn parts(&mut self) -> (&Scenario, &mut BTreeSet<String>, &mut Rig) {
+        (&self.scenario, &mut self.present, &mut self.rig)
     }
 
-    fn apply(&mut self, set: &[(String, EndpointState)]) -> Result<(), String> {
-        let rig = &mut self.rig;
-        let changed = self
-            .scenario
-            .apply_set(&mut self.present, set, |e, state| {
-                rig.set_upstream(&e.name, state)
-            })?;
-        if changed {
-            self.publish()?;
-        }
-        Ok(())
+    fn publish(&mut self) -> Result<()> {
+        NativePlayer::publish(self)
     }
 
-    fn advance(&mut self, by: Duration) {
-        self.rig.advance(by);
-    }
-
-    /// The step's attempts are all returned with its last request (the
-    /// runner only adds them up).
-    fn request(&mut self) -> Result<(Vec<String>, bool), String> {
-        let error = self.rig.send()?;
-        if !self.rig.step_complete() {
-            return Ok((Vec::new(), error));
-        }
-        let outcomes = self.rig.collect()?;
-        Ok((
-            outcomes.into_iter().flat_map(|o| o.attempts).collect(),
-            error,
-        ))
-    }
-
-    fn ejected(&mut self) -> Vec<String> {
+    fn ejected_now(&mut self) -> Vec<String> {
         if super::rig::debug() {
             let prefix = format!("cluster.{CLUSTER}.");
             let stats: Vec<String> = self

@@ -10,6 +10,7 @@ use crate::envoy::{
     wait_until, EnvoyOptions, EnvoyProcess, Generated, HttpConnection, Layout, TempDir,
     UpstreamState, Upstreams,
 };
+use crate::error::{HarnessError, Result};
 use crate::scenario::{EndpointState, Scenario};
 
 /// `LF_DEBUG` set: trace every request (status, attempts, steering header)
@@ -48,12 +49,7 @@ pub struct Rig {
     /// Access log offset at the start of the current step.
     mark: u64,
     step: usize,
-    /// An error of `begin_step` (which cannot return one), reported by the
-    /// step's next call.
-    pending: Option<String>,
     mode: &'static str,
-    /// Requests of each step.
-    step_requests: Vec<u32>,
     /// (request id, status) of the current step's requests not collected yet.
     sent: Vec<(String, u16)>,
     /// After each request, wait for Envoy's main thread ([`Self::settle`]).
@@ -70,8 +66,6 @@ pub struct Rig {
 pub struct Outcome {
     /// Endpoint names of the attempts, in order.
     pub attempts: Vec<String>,
-    /// `ip:port` of the attempts that failed (5xx or no answer).
-    pub failed: Vec<String>,
     /// Status the client got.
     pub status: u16,
 }
@@ -79,10 +73,10 @@ pub struct Outcome {
 impl Rig {
     /// Starts one healthy loopback upstream per scenario endpoint (named
     /// after it), in a fresh work directory.
-    pub fn upstreams(scenario: &Scenario, mode: &str) -> Result<(Upstreams, TempDir), String> {
-        let dir = TempDir::new(mode).map_err(|e| format!("work directory: {e}"))?;
+    pub fn upstreams(scenario: &Scenario, mode: &str) -> Result<(Upstreams, TempDir)> {
+        let dir = TempDir::new(mode).map_err(HarnessError::io("work directory"))?;
         let names: Vec<&str> = scenario.endpoints.iter().map(|e| e.name.as_str()).collect();
-        let upstreams = Upstreams::start(&names).map_err(|e| format!("upstreams: {e}"))?;
+        let upstreams = Upstreams::start(&names).map_err(HarnessError::io("upstreams"))?;
         Ok((upstreams, dir))
     }
 
@@ -94,7 +88,7 @@ impl Rig {
         dir: TempDir,
         generated: &Generated,
         scale: f64,
-    ) -> Result<Rig, String> {
+    ) -> Result<Rig> {
         let workers = scenario.workers.max(1);
         let layout = Layout::new(dir.path());
         let opts = EnvoyOptions {
@@ -106,8 +100,8 @@ impl Rig {
             ..EnvoyOptions::default()
         };
         let envoy =
-            EnvoyProcess::start(&layout, generated, &opts).map_err(|e| format!("envoy: {e}"))?;
-        let listener = envoy.listener().map_err(|e| format!("envoy: {e}"))?;
+            EnvoyProcess::start(&layout, generated, &opts).map_err(HarnessError::envoy("envoy"))?;
+        let listener = envoy.listener().map_err(HarnessError::envoy("envoy"))?;
         let names = upstreams.address_map();
         Ok(Rig {
             conns: VecDeque::new(),
@@ -121,9 +115,7 @@ impl Rig {
             scale,
             mark: 0,
             step: 0,
-            pending: None,
             mode,
-            step_requests: scenario.steps.iter().map(|s| s.requests).collect(),
             sent: Vec::new(),
             settle: false,
             retries: scenario.retries.is_some(),
@@ -132,10 +124,16 @@ impl Rig {
         })
     }
 
-    pub fn addr(&self, name: &str) -> Result<SocketAddr, String> {
+    pub fn addr(&self, name: &str) -> Result<SocketAddr> {
         self.upstreams
             .addr(name)
-            .ok_or_else(|| format!("no upstream for endpoint {name}"))
+            .ok_or_else(|| HarnessError::unknown("upstream for endpoint", name))
+    }
+
+    /// Another address Envoy logs for an endpoint (e.g. the internal
+    /// address `envoy://connect_originate/<ip:port>` of a waypoint).
+    pub fn alias(&mut self, address: String, name: String) {
+        self.names.insert(address, name);
     }
 
     /// Endpoint name of an upstream `ip:port` (the address itself if unknown).
@@ -148,7 +146,7 @@ impl Rig {
 
     /// Sets the behaviour of one upstream for `healthy`, `refused`,
     /// `http-NNN` and `present` (which comes back healthy).
-    pub fn set_upstream(&self, name: &str, state: EndpointState) -> Result<(), String> {
+    pub fn set_upstream(&self, name: &str, state: EndpointState) -> Result<()> {
         let s = match state {
             EndpointState::Healthy | EndpointState::Present => UpstreamState::Healthy,
             EndpointState::Refused => UpstreamState::Refused,
@@ -157,7 +155,7 @@ impl Rig {
         };
         self.upstreams
             .set(name, s)
-            .map_err(|e| format!("upstream {name}: {e}"))
+            .map_err(HarnessError::io(format!("upstream {name}")))
     }
 
     /// Moves the scenario clock by `by` and sleeps until `clock * scale`
@@ -202,9 +200,8 @@ impl Rig {
     /// connections stay open while the new one is accepted: steps `0..workers`
     /// meet distinct workers and step `i` meets the worker of step
     /// `i % workers`, as the simulated host pins them.
-    pub fn begin_step(&mut self, index: usize) {
+    pub fn begin_step(&mut self, index: usize) -> Result<()> {
         self.step = index;
-        self.pending = None;
         self.sent.clear();
         while self.conns.len() >= self.workers {
             self.conns.pop_front();
@@ -222,16 +219,14 @@ impl Rig {
             );
         }
         self.mark = self.envoy.access_log().mark();
-        match HttpConnection::connect(self.listener, REQUEST_TIMEOUT) {
-            Ok(c) => self.conns.push_back(c),
-            Err(e) => {
-                self.pending = Some(format!("step {index}: cannot connect to Envoy: {e}"));
-                return;
-            }
-        }
+        let c = HttpConnection::connect(self.listener, REQUEST_TIMEOUT).map_err(
+            HarnessError::io(format!("step {index}: cannot connect to Envoy")),
+        )?;
+        self.conns.push_back(c);
         if self.workers > 1 {
             self.check_worker(index);
         }
+        Ok(())
     }
 
     /// Finds the worker that accepted step `index`'s connection and says on
@@ -289,19 +284,16 @@ impl Rig {
 
     /// Sends one request of the current step on the step's connection and
     /// returns whether the client got a 5xx. Its attempts are read from the
-    /// access log when the step's last request has been sent (see
-    /// [`Self::step_complete`] and [`Self::collect`]): waiting for Envoy to
+    /// access log once the step's requests have all been sent
+    /// ([`Self::collect`]): waiting for Envoy to
     /// flush its log after every request would make each one take ~15 ms,
     /// which the scaled clock turns into most of a second of scenario time.
-    pub fn send(&mut self) -> Result<bool, String> {
-        if let Some(e) = self.pending.take() {
-            return Err(e);
-        }
+    pub fn send(&mut self) -> Result<bool> {
         // The simulated host spaces requests 1 ms apart.
         self.clock += REQUEST_SPACING;
         if self.conns.is_empty() {
             let c = HttpConnection::connect(self.listener, REQUEST_TIMEOUT)
-                .map_err(|e| format!("cannot connect to Envoy: {e}"))?;
+                .map_err(HarnessError::io("cannot connect to Envoy"))?;
             self.conns.push_back(c);
         }
         let step = self.step;
@@ -309,12 +301,12 @@ impl Rig {
         let conn = self
             .conns
             .back_mut()
-            .ok_or_else(|| "no client connection".to_string())?;
+            .ok_or_else(|| HarnessError::Traffic("no client connection".into()))?;
         let before = conn.connects();
         let started = Instant::now();
         let response = conn
             .get("/", &[])
-            .map_err(|e| format!("request to Envoy: {e}"))?;
+            .map_err(HarnessError::io("request to Envoy"))?;
         if debug() {
             eprintln!("{mode}: step {step}: answered in {:?}", started.elapsed());
         }
@@ -325,7 +317,7 @@ impl Rig {
         }
         let id = response
             .header("x-request-id")
-            .ok_or_else(|| "Envoy's answer has no x-request-id".to_string())?
+            .ok_or_else(|| HarnessError::Traffic("Envoy's answer has no x-request-id".into()))?
             .to_string();
         self.sent.push((id, response.status));
         // Only a failed attempt can start an ejection; with retries a failed
@@ -347,14 +339,9 @@ impl Rig {
         std::thread::sleep(SETTLE);
     }
 
-    /// Whether every request of the current step has been sent.
-    pub fn step_complete(&self) -> bool {
-        self.sent.len() as u64 >= u64::from(self.step_requests.get(self.step).copied().unwrap_or(0))
-    }
-
     /// The outcome of each request of the step sent so far, in order, from
     /// the access log (by request id).
-    pub fn collect(&mut self) -> Result<Vec<Outcome>, String> {
+    pub fn collect(&mut self) -> Result<Vec<Outcome>> {
         let ids: Vec<&str> = self.sent.iter().map(|(id, _)| id.as_str()).collect();
         let timeout = LOG_TIMEOUT + Duration::from_millis(10) * ids.len() as u32;
         let started = Instant::now();
@@ -382,9 +369,9 @@ impl Rig {
         let mut out = Vec::with_capacity(self.sent.len());
         for (id, status) in &self.sent {
             if !counts.requests.iter().any(|r| &r.request_id == id) {
-                return Err(format!(
+                return Err(HarnessError::Traffic(format!(
                     "request {id}: no access log line after {timeout:?}"
-                ));
+                )));
             }
             let attempts: Vec<&crate::envoy::Attempt> = counts
                 .attempts
@@ -396,11 +383,6 @@ impl Rig {
                     .iter()
                     .filter_map(|a| a.host.as_deref())
                     .map(|h| self.name_of(h))
-                    .collect(),
-                failed: attempts
-                    .iter()
-                    .filter(|a| a.code == 0 || a.code >= 500)
-                    .filter_map(|a| a.host.clone())
                     .collect(),
                 status: *status,
             };

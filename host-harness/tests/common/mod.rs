@@ -34,12 +34,5 @@ pub fn labels(zone: &str) -> BTreeMap<String, String> {
     } else {
         "net2"
     };
-    [
-        ("topology.istio.io/network", network),
-        ("topology.kubernetes.io/region", region),
-        ("topology.kubernetes.io/zone", zone),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    host_harness::fixtures::guide::labels(network, region, zone)
 }

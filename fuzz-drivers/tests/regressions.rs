@@ -3,41 +3,18 @@
 //! must not panic (a panic is a crash of Envoy's worker VM, or a broken
 //! invariant of the engine).
 //!
-//! The drivers and the input reader are included from `fuzz/src/` and the
-//! simulated host from `host-harness/src/sim.rs`, so an input decodes here
-//! exactly as it did under libFuzzer, without a dependency on the fuzz
-//! crate. Overflow checks are on under libFuzzer and off in `--release`
-//! tests: an arithmetic-overflow crash only reproduces in a debug `cargo test`.
-//!
-//! The included files belong to fuzz/ and host-harness/ (`#[rustfmt::skip]`
-//! keeps `cargo fmt` here from reformatting them).
+//! The drivers are the `fuzz-drivers` crate the cargo-fuzz targets call,
+//! so an input decodes here exactly as it did under libFuzzer. Overflow
+//! checks are on under libFuzzer and off in `--release` tests: an
+//! arithmetic-overflow crash only reproduces in a debug `cargo test`.
 //!
 //! A saved input that still fails is listed in [`KNOWN`] and replayed by
 //! its own `#[ignore]`d test, which says why; once fixed, drop both and the
 //! per-target test covers it.
 
-#![allow(
-    dead_code,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used
-)]
-
-#[path = "../../fuzz/src/drivers/mod.rs"]
-#[rustfmt::skip]
-mod drivers;
-#[path = "../../fuzz/src/gen.rs"]
-#[rustfmt::skip]
-mod gen;
-#[path = "../../fuzz/src/input.rs"]
-#[rustfmt::skip]
-mod input;
-#[path = "../../host-harness/src/sim.rs"]
-#[rustfmt::skip]
-mod sim;
-
 use std::path::{Path, PathBuf};
+
+use fuzz_drivers::drivers;
 
 /// Saved inputs that still fail: (target, file name). Each has an ignored
 /// test below.
@@ -103,6 +80,8 @@ fn replay_all(target: &str) {
     );
 }
 
+// Used by the `#[ignore]`d test of a KNOWN input, when there is one.
+#[allow(dead_code)]
 fn replay_known(target: &str, name: &str) {
     if let Err(message) = replay(target, &dir(target).join(name)) {
         panic!("fuzz/regressions/{target}/{name} still panics: {message}");
