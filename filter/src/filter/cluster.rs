@@ -225,6 +225,10 @@ impl Configured {
             )),
         };
         self.prepare_shared(host, metrics, index);
+        // A new inventory starts without the ejection view: re-read it now,
+        // not on the next refresh (which may be a millisecond away, and a
+        // request in between would pick an ejected host).
+        self.refresh_ejections_forced(host, index);
         index
     }
 
@@ -452,8 +456,6 @@ impl Configured {
             state.metadata_hash = Some(hash);
         }
         metrics.inc(host, Metric::InventoryUpdates);
-        // Force the ejection view to be re-read for the new inventory.
-        self.refresh_ejections_forced(host, index);
     }
 
     /// Reads and decodes the cluster metadata; `None` when it is unchanged,
