@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use locality_failover::config::duration::parse_duration;
 use locality_failover::config::Settings;
+
+use crate::sim::Behavior;
 use serde::Deserialize;
 
 /// A scenario file that cannot be played (exit code 2).
@@ -62,13 +64,27 @@ pub struct Retries {
     pub retry_on: Vec<String>,
 }
 
+/// What a step's `set` does to one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndpointState {
-    Healthy,
-    Refused,
-    Http(u16),
+    /// Its upstream answers this way from now on (`healthy`, `refused`,
+    /// `http-NNN`); its place in the inventory does not change.
+    Answers(Behavior),
+    /// Out of the inventory and the cluster.
     Removed,
+    /// Back in the inventory and the cluster, answering healthy.
     Present,
+}
+
+impl EndpointState {
+    /// How the endpoint's upstream answers from now on (`None`: unchanged).
+    pub fn behavior(self) -> Option<Behavior> {
+        match self {
+            EndpointState::Answers(b) => Some(b),
+            EndpointState::Present => Some(Behavior::Healthy),
+            EndpointState::Removed => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -271,15 +287,15 @@ impl Scenario {
 
 fn parse_state(s: &str) -> Option<EndpointState> {
     match s {
-        "healthy" => Some(EndpointState::Healthy),
-        "refused" => Some(EndpointState::Refused),
+        "healthy" => Some(EndpointState::Answers(Behavior::Healthy)),
+        "refused" => Some(EndpointState::Answers(Behavior::Refused)),
         "removed" => Some(EndpointState::Removed),
         "present" => Some(EndpointState::Present),
         _ => {
             let code: u16 = s.strip_prefix("http-")?.parse().ok()?;
             (100..600)
                 .contains(&code)
-                .then_some(EndpointState::Http(code))
+                .then_some(EndpointState::Answers(Behavior::Http(code)))
         }
     }
 }
@@ -519,7 +535,7 @@ mod tests {
         assert_eq!(s.workers, 1);
         assert_eq!(
             s.steps[0].set,
-            vec![("a".to_string(), EndpointState::Http(503))]
+            vec![("a".to_string(), EndpointState::Answers(Behavior::Http(503)))]
         );
         assert_eq!(s.steps[0].advance, Duration::from_secs(60));
     }

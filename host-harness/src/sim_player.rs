@@ -168,13 +168,9 @@ impl Player for SimPlayer {
         let changed = self
             .scenario
             .apply_set(&mut self.present, set, |e, state| {
-                let behavior = match state {
-                    EndpointState::Healthy | EndpointState::Present => Behavior::Healthy,
-                    EndpointState::Refused => Behavior::Refused,
-                    EndpointState::Http(code) => Behavior::Http(code),
-                    EndpointState::Removed => return Ok(()),
-                };
-                upstreams.insert(e.address.clone(), behavior);
+                if let Some(behavior) = state.behavior() {
+                    upstreams.insert(e.address.clone(), behavior);
+                }
                 Ok(())
             })?;
         if changed {

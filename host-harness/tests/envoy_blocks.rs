@@ -17,8 +17,8 @@ use host_harness::envoy::config::{
     EXAMPLE_DIR, EXAMPLE_WASM,
 };
 use host_harness::envoy::{
-    envoy_binary, http_get, Endpoint, EnvoyOptions, EnvoyProcess, HttpResponse, OutlierDetection,
-    RetryPolicy, TempDir, UpstreamState, Upstreams, WasmFilter,
+    envoy_binary, http_get, Behavior, Endpoint, EnvoyOptions, EnvoyProcess, HttpResponse,
+    OutlierDetection, RetryPolicy, TempDir, Upstreams, WasmFilter,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -196,13 +196,13 @@ fn upstreams_switch_states_and_close_kept_alive_connections() {
     assert_eq!(r.header("x-upstream-name"), Some("a"));
     assert_eq!(ups.requests("a")[0].header("x-test"), Some("1"));
 
-    ups.set("a", UpstreamState::Http(503)).unwrap();
+    ups.set("a", Behavior::Http(503)).unwrap();
     assert_eq!(http_get(addr, "/", &[], T).unwrap().status, 503);
 
     // A kept-alive connection answers several requests...
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(T)).unwrap();
-    ups.set("a", UpstreamState::Healthy).unwrap();
+    ups.set("a", Behavior::Healthy).unwrap();
     let mut buf = [0u8; 1024];
     for _ in 0..2 {
         conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -212,7 +212,7 @@ fn upstreams_switch_states_and_close_kept_alive_connections() {
     }
     assert_eq!(ups.open_connections("a"), 1);
     // ...and is closed when the upstream switches to Refused.
-    ups.set("a", UpstreamState::Refused).unwrap();
+    ups.set("a", Behavior::Refused).unwrap();
     assert_eq!(
         conn.read(&mut buf).unwrap_or(0),
         0,
@@ -222,7 +222,7 @@ fn upstreams_switch_states_and_close_kept_alive_connections() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 
     // Back to healthy on the same address.
-    ups.set("a", UpstreamState::Healthy).unwrap();
+    ups.set("a", Behavior::Healthy).unwrap();
     assert_eq!(http_get(addr, "/", &[], T).unwrap().text(), "a");
     assert_eq!(ups.answered("a"), 5);
     assert_eq!(ups.connections_accepted("a"), 4);
@@ -264,7 +264,7 @@ fn override_host_ranked_list_retries_on_the_next_entry() {
     let (a, b) = (rig.addr("a"), rig.addr("b"));
     // Leave a pooled keep-alive connection to `a` in Envoy first.
     assert_eq!(rig.get(&[("x-locality-failover-hosts", &a)]).text(), "a");
-    rig.ups.set("a", UpstreamState::Refused).unwrap();
+    rig.ups.set("a", Behavior::Refused).unwrap();
     rig.ups.reset_counts();
 
     let list = format!("{a},{b}");
@@ -331,7 +331,7 @@ fn original_dst_header_reaches_the_address() {
             assert_eq!(rig.get(&[(header, &addr)]).text(), name, "header {header}");
         }
         // Every retry goes to the same address.
-        rig.ups.set("b", UpstreamState::Refused).unwrap();
+        rig.ups.set("b", Behavior::Refused).unwrap();
         let b = rig.addr("b");
         let (_, attempts, errors) = rig.send(1, &[(header, &b)]);
         assert_eq!(attempts, counts(&[("b", 3)]));
@@ -508,7 +508,7 @@ fn native_outlier_detection_ejects_an_endpoint_answering_503() {
         });
         c
     });
-    rig.ups.set("bad", UpstreamState::Http(503)).unwrap();
+    rig.ups.set("bad", Behavior::Http(503)).unwrap();
     let (_, attempts, errors) = rig.send(10, &[]);
     // Round robin alternates until `bad`'s second 503 ejects it.
     assert_eq!(attempts, counts(&[("bad", 2), ("good", 8)]));

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use host_harness::envoy::config::{FilterModeConfig, Layout, Node, Steering};
 use host_harness::envoy::{
-    envoy_binary, http_get, Endpoint, EnvoyOptions, EnvoyProcess, RetryPolicy, TempDir,
-    UpstreamState, Upstreams, WasmFilter,
+    envoy_binary, http_get, Behavior, Endpoint, EnvoyOptions, EnvoyProcess, RetryPolicy, TempDir,
+    Upstreams, WasmFilter,
 };
 use serde_json::json;
 
@@ -143,11 +143,11 @@ fn no_client_error_while_any_endpoint_is_healthy() {
     let mut step = 0usize;
     while start.elapsed() < Duration::from_secs(seconds) {
         match step % 6 {
-            0 => ups.set("east-1a", UpstreamState::Refused).expect("kill"),
-            1 => ups.set("west-2a", UpstreamState::Http(503)).expect("break"),
+            0 => ups.set("east-1a", Behavior::Refused).expect("kill"),
+            1 => ups.set("west-2a", Behavior::Http(503)).expect("break"),
             2 => {
-                ups.set("east-1a", UpstreamState::Healthy).expect("restart");
-                ups.set("west-2a", UpstreamState::Healthy).expect("restart");
+                ups.set("east-1a", Behavior::Healthy).expect("restart");
+                ups.set("west-2a", Behavior::Healthy).expect("restart");
             }
             3 => {
                 let fewer: Vec<Endpoint> = endpoints
@@ -162,9 +162,9 @@ fn no_client_error_while_any_endpoint_is_healthy() {
                     .apply_clusters(&with_breakers(c.clusters()), Duration::from_secs(5))
                     .expect("cds update");
             }
-            4 => ups.set("east-1a", UpstreamState::Refused).expect("kill"),
+            4 => ups.set("east-1a", Behavior::Refused).expect("kill"),
             _ => {
-                ups.set("east-1a", UpstreamState::Healthy).expect("restart");
+                ups.set("east-1a", Behavior::Healthy).expect("restart");
                 let mut c = cfg.clone();
                 c.revision = format!("r{step}");
                 envoy

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::envoy::config::Layout;
 use crate::envoy::{
-    envoy_binary, http_get, EnvoyOptions, EnvoyProcess, Generated, TempDir, UpstreamState,
-    Upstreams,
+    envoy_binary, http_get, Behavior, EnvoyOptions, EnvoyProcess, Generated, TempDir, Upstreams,
 };
 use locality_failover::config::{
     RankingSource, Settings, TrafficDistribution, LABEL_NETWORK, LABEL_REGION, LABEL_ZONE,

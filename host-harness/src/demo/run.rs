@@ -318,12 +318,12 @@ impl Demo<'_> {
         Ok(())
     }
 
-    pub(crate) fn set(&mut self, pod: &str, state: UpstreamState, what: &str) -> Result<()> {
+    pub(crate) fn set(&mut self, pod: &str, state: Behavior, what: &str) -> Result<()> {
         self.ups.set(pod, state).map_err(HarnessError::io(pod))?;
         let s = match state {
-            UpstreamState::Healthy => "200".to_string(),
-            UpstreamState::Http(c) => c.to_string(),
-            UpstreamState::Refused => "connection refused".to_string(),
+            Behavior::Healthy => "200".to_string(),
+            Behavior::Http(c) => c.to_string(),
+            Behavior::Refused => "connection refused".to_string(),
         };
         println!("\n    {what}\n    -> {pod} answers: {s}");
         Ok(())

@@ -28,7 +28,7 @@ pub enum Action {
     /// A pod's app starts answering as `state`.
     Set {
         pod: &'static str,
-        state: UpstreamState,
+        state: Behavior,
         what: &'static str,
     },
     /// Remembers now as the moment of an ejection (for [`Action::WaitForReturn`]).
@@ -250,7 +250,7 @@ fn step6() -> Vec<Action> {
         },
         Set {
             pod: ABC,
-            state: UpstreamState::Http(503),
+            state: Behavior::Http(503),
             what: "the app in us-east-1a starts failing: every request answers 503",
         },
         phase(
@@ -276,7 +276,7 @@ fn step6() -> Vec<Action> {
         CountReturns,
         Set {
             pod: ABC,
-            state: UpstreamState::Healthy,
+            state: Behavior::Healthy,
             what: "us-east-1a healthy again",
         },
         // The filter's metrics are shared by the listeners: let this
@@ -313,7 +313,7 @@ fn step6_fixed() -> Vec<Action> {
         ),
         Set {
             pod: ABC,
-            state: UpstreamState::Http(503),
+            state: Behavior::Http(503),
             what: fails,
         },
         phase(
@@ -335,7 +335,7 @@ fn step6_fixed() -> Vec<Action> {
         MarkEjection,
         Set {
             pod: ABC,
-            state: UpstreamState::Healthy,
+            state: Behavior::Healthy,
             what: "us-east-1a recovers",
         },
         phase(
@@ -348,7 +348,7 @@ fn step6_fixed() -> Vec<Action> {
         ),
         Set {
             pod: DEF,
-            state: UpstreamState::Refused,
+            state: Behavior::Refused,
             what: "us-east-1b fails too: its pod refuses connections (a connect failure counts as 503)",
         },
         phase(
@@ -382,7 +382,7 @@ fn step6_fixed() -> Vec<Action> {
         ),
         Set {
             pod: DEF,
-            state: UpstreamState::Healthy,
+            state: Behavior::Healthy,
             what: "us-east-1b healthy again",
         },
     ]

@@ -27,7 +27,7 @@ pub use config::{
     OutlierDetection, RetryPolicy, Steering, WasmFilter,
 };
 pub use process::{envoy_binary, EnvoyError, EnvoyOptions, EnvoyProcess, HostStatus};
-pub use upstream::{RecordedRequest, UpstreamState, Upstreams};
+pub use upstream::{Behavior, RecordedRequest, UpstreamState, Upstreams};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,9 +4,9 @@
 //! this process; the second octet is derived from the process id so
 //! concurrent test processes do not meet) and an ephemeral port. States:
 //!
-//! - [`UpstreamState::Healthy`]: `200`, body = the endpoint name;
-//! - [`UpstreamState::Http`]`(code)`: that status, body `"<name> <code>"`;
-//! - [`UpstreamState::Refused`]: the listener is closed and every accepted
+//! - [`Behavior::Healthy`]: `200`, body = the endpoint name;
+//! - [`Behavior::Http`]`(code)`: that status, body `"<name> <code>"`;
+//! - [`Behavior::Refused`]: the listener is closed and every accepted
 //!   (possibly pooled, keep-alive) connection is shut down, so Envoy's next
 //!   attempt gets a real connect failure. Leaving `Refused` binds the same
 //!   `ip:port` again.
@@ -25,13 +25,13 @@ use std::time::{Duration, Instant};
 
 use super::client::{find_header, parse_head, HttpReader};
 
-/// How an upstream answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpstreamState {
-    Healthy,
-    Http(u16),
-    Refused,
-}
+/// How an upstream answers: the one behaviour type of the harness, shared
+/// with the simulated host.
+pub use crate::sim::Behavior;
+
+/// The former name of [`Behavior`], kept while `bin/bench_engine.rs` still
+/// uses it.
+pub type UpstreamState = Behavior;
 
 /// One request an upstream answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,7 +65,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Server {
     name: String,
     addr: SocketAddr,
-    state: Mutex<UpstreamState>,
+    state: Mutex<Behavior>,
     listener: Mutex<Option<TcpListener>>,
     conns: Mutex<HashMap<u64, TcpStream>>,
     next_conn: AtomicU64,
@@ -124,7 +124,7 @@ impl Upstreams {
             servers.push(Arc::new(Server {
                 name,
                 addr,
-                state: Mutex::new(UpstreamState::Healthy),
+                state: Mutex::new(Behavior::Healthy),
                 listener: Mutex::new(Some(listener)),
                 conns: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(0),
@@ -185,7 +185,7 @@ impl Upstreams {
             .collect()
     }
 
-    pub fn state(&self, name: &str) -> Option<UpstreamState> {
+    pub fn state(&self, name: &str) -> Option<Behavior> {
         self.server(name).ok().map(|s| *lock(&s.state))
     }
 
@@ -193,13 +193,13 @@ impl Upstreams {
     /// and shuts down every open connection, then waits ~30 ms so Envoy
     /// drops its pooled connections. From `Refused`: binds the same address
     /// again before returning.
-    pub fn set(&self, name: &str, state: UpstreamState) -> io::Result<()> {
+    pub fn set(&self, name: &str, state: Behavior) -> io::Result<()> {
         let s = self.server(name)?;
         // Lock order everywhere: listener, then state / conns.
         let mut listener = lock(&s.listener);
         *lock(&s.state) = state;
         match state {
-            UpstreamState::Refused => {
+            Behavior::Refused => {
                 let had_listener = listener.take().is_some();
                 drop(listener);
                 let closed = s.close_connections();
@@ -207,7 +207,7 @@ impl Upstreams {
                     thread::sleep(SETTLE);
                 }
             }
-            UpstreamState::Healthy | UpstreamState::Http(_) => {
+            Behavior::Healthy | Behavior::Http(_) => {
                 if listener.is_none() {
                     *listener = Some(bind(s.addr)?);
                 }
@@ -390,9 +390,9 @@ fn serve_requests(s: &Server, stream: &TcpStream) -> io::Result<()> {
             }
         }
         let (status, body) = match *lock(&s.state) {
-            UpstreamState::Healthy => (200, s.name.clone()),
-            UpstreamState::Http(code) => (code, format!("{} {code}", s.name)),
-            UpstreamState::Refused => return Ok(()),
+            Behavior::Healthy => (200, s.name.clone()),
+            Behavior::Http(code) => (code, format!("{} {code}", s.name)),
+            Behavior::Refused => return Ok(()),
         };
         let mut parts = request_line.split(' ');
         let method = parts.next().unwrap_or("").to_string();

@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::envoy::{
-    wait_until, EnvoyOptions, EnvoyProcess, Generated, HttpConnection, Layout, TempDir,
-    UpstreamState, Upstreams,
+    wait_until, EnvoyOptions, EnvoyProcess, Generated, HttpConnection, Layout, TempDir, Upstreams,
 };
 use crate::error::{HarnessError, Result};
 use crate::scenario::{EndpointState, Scenario};
@@ -147,14 +146,11 @@ impl Rig {
     /// Sets the behaviour of one upstream for `healthy`, `refused`,
     /// `http-NNN` and `present` (which comes back healthy).
     pub fn set_upstream(&self, name: &str, state: EndpointState) -> Result<()> {
-        let s = match state {
-            EndpointState::Healthy | EndpointState::Present => UpstreamState::Healthy,
-            EndpointState::Refused => UpstreamState::Refused,
-            EndpointState::Http(code) => UpstreamState::Http(code),
-            EndpointState::Removed => return Ok(()),
+        let Some(behavior) = state.behavior() else {
+            return Ok(());
         };
         self.upstreams
-            .set(name, s)
+            .set(name, behavior)
             .map_err(HarnessError::io(format!("upstream {name}")))
     }
 
