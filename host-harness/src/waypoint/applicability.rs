@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::Result;
 use crate::modes;
 use crate::scenario::{EndpointState, Scenario};
+use crate::sim::Behavior;
 
 use locality_failover::config::{
     LABEL_CLUSTER, LABEL_NETWORK, LABEL_REGION, LABEL_SUBZONE, LABEL_ZONE,
@@ -221,10 +222,11 @@ fn common_reason(scenario: &Scenario) -> Option<String> {
         r.retry_on.iter().any(|o| o == "connect-failure")
             && !r.retry_on.iter().any(|o| o == "5xx" || o == "reset")
     });
-    let refuses = scenario
-        .steps
-        .iter()
-        .any(|s| s.set.iter().any(|(_, st)| *st == EndpointState::Refused));
+    let refuses = scenario.steps.iter().any(|s| {
+        s.set
+            .iter()
+            .any(|(_, st)| *st == EndpointState::Answers(Behavior::Refused))
+    });
     (retries_connect_only && refuses).then(|| {
         "a refused pod behind the CONNECT tunnel is an upstream reset (UC) to the waypoint's router, not a connect failure (UF): retryOn connect-failure does not retry it".to_string()
     })
