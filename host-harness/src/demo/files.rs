@@ -235,7 +235,7 @@ impl DemoFiles {
         })
     }
 
-    /// What the demo reads, for `--describe` (and tests/shipping.rs).
+    /// What the demo reads, for `--describe` (and tests/shipping/).
     pub fn describe(&self) -> Value {
         let abs = |p: &Path| {
             std::fs::canonicalize(p)
