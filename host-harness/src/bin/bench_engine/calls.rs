@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use crate::alloc::*;
-use crate::fixtures::*;
-use crate::host::*;
-use crate::report::*;
+use crate::alloc::count_allocs;
+use crate::fixtures::{client_labels, inventory_json, plugin_config, settings, NET1};
+use crate::host::{filter_with_inventory, served, BenchHost};
+use crate::report::{progress, row, verdict};
 use host_harness::sim::{lock, Behavior, RouterSteering, SimEnvoy};
 use locality_failover::config::{LABEL_NETWORK, LABEL_REGION, LABEL_ZONE};
 use locality_failover::filter::FilterRoot;

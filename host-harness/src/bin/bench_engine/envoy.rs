@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use std::net::SocketAddr;
 
-use crate::envoy_config::*;
-use crate::measure::*;
-use crate::report::*;
+use crate::envoy_config::{generate, guide_endpoints, guide_node, strip_access_logs, Variant};
+use crate::measure::{clk_tck, Measurement};
+use crate::report::{progress, row, verdict};
 use crate::rounds::{run_rounds, Config, EnvoyParams, Results};
-use crate::upstream::*;
+use crate::upstream::UpstreamProcess;
 use host_harness::envoy::{EnvoyProcess, FilterModeConfig, Layout, Steering, WasmFilter};
 use serde_json::{json, Value};
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::fixtures::*;
+use crate::fixtures::{client_labels, plugin_config, NET1};
 use host_harness::envoy::{
     Endpoint as EnvoyEndpoint, FilterModeConfig, Layout, LbPolicy as EnvoyLb, NativeModeConfig,
     Node, OutlierDetection, Steering, WasmFilter,

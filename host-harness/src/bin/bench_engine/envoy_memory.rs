@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::envoy_config::*;
-use crate::fixtures::*;
-use crate::measure::*;
-use crate::report::*;
+use crate::envoy_config::{guide_node, strip_access_logs};
+use crate::fixtures::{plugin_config, synthetic_labels};
+use crate::measure::rss_kib;
+use crate::report::{human_bytes, progress, row, verdict};
 use host_harness::envoy::{
     Endpoint as EnvoyEndpoint, EnvoyOptions, EnvoyProcess, FilterModeConfig, Layout, Steering,
     WasmFilter,

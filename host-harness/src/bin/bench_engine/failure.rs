@@ -4,10 +4,12 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use crate::alloc::*;
-use crate::fixtures::*;
-use crate::host::*;
-use crate::report::*;
+use crate::alloc::{count_allocs, AllocStats};
+use crate::fixtures::{
+    client_labels, plugin_config, settings, synthetic_address, synthetic_inventory,
+};
+use crate::host::{filter_with_inventory, served};
+use crate::report::{human_ns, median, progress, row};
 use locality_failover::config::{OutlierConfig, Settings};
 use locality_failover::detector::{self, ClusterView, MemoryStore};
 use locality_failover::engine::Engine;

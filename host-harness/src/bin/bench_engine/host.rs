@@ -4,8 +4,10 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::alloc::*;
-use crate::fixtures::*;
+use crate::alloc::host_side;
+use crate::fixtures::{
+    client_labels, inventory_json, plugin_config, synthetic_address, synthetic_specs,
+};
 use locality_failover::config::Settings;
 use locality_failover::filter::{FilterRoot, RequestState};
 use locality_failover::host::{Host, HostError, LogLevel, MetricKind};

@@ -41,16 +41,16 @@ mod upstream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::calls::*;
-use crate::envoy::*;
-use crate::envoy_memory::*;
-use crate::failure::*;
-use crate::memory::*;
-use crate::pick::*;
-use crate::probe::*;
-use crate::report::*;
+use crate::calls::bench_calls;
+use crate::envoy::{bench_envoy, EnvoyBench};
+use crate::envoy_memory::bench_envoy_memory;
+use crate::failure::bench_failure;
+use crate::memory::bench_memory;
+use crate::pick::bench_engine;
+use crate::probe::bench_envoy_probe;
+use crate::report::row;
 use crate::rounds::envoy_phases;
-use crate::upstream::*;
+use crate::upstream::serve;
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()

@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use crate::alloc::*;
-use crate::fixtures::*;
-use crate::host::*;
-use crate::report::*;
+use crate::alloc::{count_allocs, LIVE};
+use crate::fixtures::plugin_config;
+use crate::host::{served, BenchHost};
+use crate::report::{human_bytes, progress, row, verdict};
 use locality_failover::filter::FilterRoot;
 
 pub(crate) fn bench_memory(wasm: &Path) {

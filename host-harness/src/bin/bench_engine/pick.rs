@@ -3,9 +3,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use crate::alloc::*;
-use crate::fixtures::*;
-use crate::report::*;
+use crate::alloc::count_allocs;
+use crate::fixtures::{client_labels, settings, synthetic_inventory};
+use crate::report::{progress, row, verdict};
 use locality_failover::engine::Engine;
 
 pub(crate) fn bench_engine() {

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use crate::envoy_config::*;
-use crate::measure::*;
-use crate::report::*;
+use crate::envoy_config::{generate, insert_http_filter, Variant};
+use crate::measure::clk_tck;
+use crate::report::row;
 use crate::rounds::{envoy_phases, run_rounds, EnvoyParams};
-use crate::upstream::*;
+use crate::upstream::UpstreamProcess;
 use host_harness::envoy::{Layout, WasmFilter};
 
 /// Prices single host calls: the probe filter repeats one call `n` times
