@@ -156,12 +156,19 @@ fn fault(call: &'static str) -> HostError {
     }
 }
 
+/// `Err` (an injected fault of `call`) when the test made `call` fail.
+fn fault_if(failing: bool, call: &'static str) -> Result<(), HostError> {
+    if failing {
+        Err(fault(call))
+    } else {
+        Ok(())
+    }
+}
+
 impl Host for SimHost<'_> {
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
         lock(self.shared).calls.property_reads += 1;
-        if self.faults.fail_properties {
-            return Err(fault("get_property"));
-        }
+        fault_if(self.faults.fail_properties, "get_property")?;
         let key = prop_key(path);
         Ok(self
             .response
@@ -171,16 +178,12 @@ impl Host for SimHost<'_> {
     }
 
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
-        if self.faults.fail_headers {
-            return Err(fault("get_header_map_value"));
-        }
+        fault_if(self.faults.fail_headers, "get_header_map_value")?;
         Ok(self.headers.get(&name.to_ascii_lowercase()).cloned())
     }
 
     fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
-        if self.faults.fail_headers {
-            return Err(fault("get_header_map_value"));
-        }
+        fault_if(self.faults.fail_headers, "get_header_map_value")?;
         Ok(self
             .response_headers
             .get(&name.to_ascii_lowercase())
@@ -188,9 +191,7 @@ impl Host for SimHost<'_> {
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
-        if self.faults.fail_headers {
-            return Err(fault("replace_header_map_value"));
-        }
+        fault_if(self.faults.fail_headers, "replace_header_map_value")?;
         lock(self.shared).calls.header_writes += 1;
         let name = name.to_ascii_lowercase();
         match value {
@@ -206,9 +207,7 @@ impl Host for SimHost<'_> {
     }
 
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-        if self.faults.fail_shared_data {
-            return Err(fault("get_shared_data"));
-        }
+        fault_if(self.faults.fail_shared_data, "get_shared_data")?;
         let mut s = lock(self.shared);
         s.calls.shared_reads += 1;
         Ok(match s.data.get(key) {
@@ -225,9 +224,7 @@ impl Host for SimHost<'_> {
         value: &[u8],
         cas: Option<u32>,
     ) -> Result<(), HostError> {
-        if self.faults.fail_shared_data {
-            return Err(fault("set_shared_data"));
-        }
+        fault_if(self.faults.fail_shared_data, "set_shared_data")?;
         let mut s = lock(self.shared);
         if let (Some(c), Some((_, current))) = (cas, s.data.get(key)) {
             if c != *current {
@@ -520,19 +517,35 @@ impl SimEnvoy {
     /// `on_configure` on every worker VM; true if all accepted.
     pub fn configure(&mut self) -> bool {
         let mut ok = true;
-        for w in &mut self.workers {
-            let mut host = SimHost::new(
-                &self.shared,
-                self.now,
-                &self.properties,
-                &self.config,
-                &self.faults,
-            );
-            ok &= w.root.on_configure(&mut host);
-            w.tick_period = host.tick_period;
-            w.next_tick = self.now + nanos(host.tick_period.unwrap_or(Duration::from_secs(1)));
+        let now = self.now;
+        for index in 0..self.workers.len() {
+            let accepted = self.on_worker(index, |w, host| {
+                let accepted = w.root.on_configure(host);
+                w.tick_period = host.tick_period;
+                w.next_tick = now + nanos(host.tick_period.unwrap_or(Duration::from_secs(1)));
+                accepted
+            });
+            ok &= accepted == Some(true);
         }
         ok
+    }
+
+    /// Runs `f` on one worker with the host of one callback (`None`: no
+    /// such worker).
+    fn on_worker<R>(
+        &mut self,
+        worker: usize,
+        f: impl FnOnce(&mut Worker, &mut SimHost<'_>) -> R,
+    ) -> Option<R> {
+        let w = self.workers.get_mut(worker)?;
+        let mut host = SimHost::new(
+            &self.shared,
+            self.now,
+            &self.properties,
+            &self.config,
+            &self.faults,
+        );
+        Some(f(w, &mut host))
     }
 
     /// Moves the clock, firing each worker's ticks at their periods.
@@ -548,24 +561,8 @@ impl SimEnvoy {
             match next {
                 Some(t) if t <= target => {
                     self.now = t.max(self.now);
-                    for (index, w) in self.workers.iter_mut().enumerate() {
-                        if let Some(period) = w.tick_period {
-                            if w.next_tick <= self.now {
-                                let mut host = SimHost::new(
-                                    &self.shared,
-                                    self.now,
-                                    &self.properties,
-                                    &self.config,
-                                    &self.faults,
-                                );
-                                host.admin = self.admin.clone();
-                                w.root.on_tick(&mut host);
-                                w.next_tick = self.now + nanos(period).max(1);
-                                for call in &mut lock(&self.shared).http_calls {
-                                    call.worker.get_or_insert(index);
-                                }
-                            }
-                        }
+                    for index in 0..self.workers.len() {
+                        self.tick(index);
                     }
                     self.deliver_calls();
                 }
@@ -574,6 +571,24 @@ impl SimEnvoy {
         }
         self.now = target;
         self.deliver_calls();
+    }
+
+    /// One worker's tick, if it is due; the calls it sends are its own.
+    fn tick(&mut self, index: usize) {
+        let now = self.now;
+        let due = self.workers.get(index).filter(|w| w.next_tick <= now);
+        let Some(period) = due.and_then(|w| w.tick_period) else {
+            return;
+        };
+        let admin = self.admin.clone();
+        self.on_worker(index, |w, host| {
+            host.admin = admin;
+            w.root.on_tick(host);
+            w.next_tick = now + nanos(period).max(1);
+        });
+        for call in &mut lock(&self.shared).http_calls {
+            call.worker.get_or_insert(index);
+        }
     }
 
     /// One client request through the filter and the router.
@@ -587,27 +602,24 @@ impl SimEnvoy {
                 (self.next_worker - 1) % self.workers.len()
             }
         };
-        let (state, headers, local) = {
-            let Some(w) = self.workers.get_mut(worker) else {
-                return RequestOutcome {
-                    attempts: vec![],
-                    status: 500,
-                    steering: None,
-                    worker,
-                };
-            };
-            let mut host = SimHost::new(
-                &self.shared,
-                self.now,
-                &self.properties,
-                &self.config,
-                &self.faults,
-            );
+        let filtered = self.on_worker(worker, |w, host| {
             for (k, v) in client_headers {
                 host.headers.insert(k.to_ascii_lowercase(), v.to_string());
             }
-            let state = w.root.on_request_headers(&mut host);
-            (state, host.headers, host.local_reply)
+            let state = w.root.on_request_headers(host);
+            (
+                state,
+                std::mem::take(&mut host.headers),
+                host.local_reply.take(),
+            )
+        });
+        let Some((state, headers, local)) = filtered else {
+            return RequestOutcome {
+                attempts: vec![],
+                status: 500,
+                steering: None,
+                worker,
+            };
         };
         let header_name = match &self.steering {
             RouterSteering::OverrideHost { header, .. }
@@ -735,18 +747,10 @@ impl SimEnvoy {
     /// `on_http_response_headers`: Envoy sends every answer, the router's
     /// local replies included, through the filter's encode path.
     fn response_headers(&mut self, worker: usize, state: &mut RequestState, status: u32) {
-        let Some(w) = self.workers.get_mut(worker) else {
-            return;
-        };
-        let mut host = SimHost::new(
-            &self.shared,
-            self.now,
-            &self.properties,
-            &self.config,
-            &self.faults,
-        );
-        host.set_response_header(":status", &status.to_string());
-        w.root.on_response_headers(&host, state);
+        self.on_worker(worker, |w, host| {
+            host.set_response_header(":status", &status.to_string());
+            w.root.on_response_headers(host, state);
+        });
     }
 
     fn finish(
@@ -758,38 +762,28 @@ impl SimEnvoy {
         last: Option<&str>,
         attempts: usize,
     ) {
-        let Some(w) = self.workers.get_mut(worker) else {
-            return;
+        let prefix = match &self.steering {
+            RouterSteering::OverrideHost { prefix, .. }
+            | RouterSteering::StatefulSession { prefix, .. }
+            | RouterSteering::OriginalDst { prefix, .. } => prefix.as_str(),
+            RouterSteering::RouteHeader { .. } => "",
         };
-        let mut host = SimHost::new(
-            &self.shared,
-            self.now,
-            &self.properties,
-            &self.config,
-            &self.faults,
-        );
-        host.set_response_property(
-            &["response", "code"],
-            i64::from(status).to_le_bytes().to_vec(),
-        );
-        host.set_response_property(&["response", "flags"], flags_value.to_le_bytes().to_vec());
-        if let Some(a) = last {
-            let prefix = match &self.steering {
-                RouterSteering::OverrideHost { prefix, .. }
-                | RouterSteering::StatefulSession { prefix, .. }
-                | RouterSteering::OriginalDst { prefix, .. } => prefix.as_str(),
-                RouterSteering::RouteHeader { .. } => "",
-            };
+        let upstream = last.map(|a| format!("{prefix}{a}"));
+        self.on_worker(worker, |w, host| {
             host.set_response_property(
-                &["upstream", "address"],
-                format!("{prefix}{a}").into_bytes(),
+                &["response", "code"],
+                i64::from(status).to_le_bytes().to_vec(),
             );
-        }
-        host.set_response_property(
-            &["upstream", "request_attempt_count"],
-            (attempts as u64).to_le_bytes().to_vec(),
-        );
-        w.root.on_log(&mut host, state);
+            host.set_response_property(&["response", "flags"], flags_value.to_le_bytes().to_vec());
+            if let Some(address) = upstream {
+                host.set_response_property(&["upstream", "address"], address.into_bytes());
+            }
+            host.set_response_property(
+                &["upstream", "request_attempt_count"],
+                (attempts as u64).to_le_bytes().to_vec(),
+            );
+            w.root.on_log(host, state);
+        });
     }
 
     /// Ejected addresses as the shared table says now.
