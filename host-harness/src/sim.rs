@@ -114,6 +114,31 @@ pub fn prop_key(path: &[&str]) -> String {
     path.join("\0")
 }
 
+/// The node's properties as Envoy shows them: every label under
+/// `xds.node.metadata.LABELS.*`, the topology labels also as `xds.node.locality`.
+pub fn node_properties(node_labels: &BTreeMap<String, String>) -> BTreeMap<String, Vec<u8>> {
+    let mut properties = BTreeMap::new();
+    for (k, v) in node_labels {
+        properties.insert(
+            prop_key(&["xds", "node", "metadata", "LABELS", k]),
+            v.as_bytes().to_vec(),
+        );
+    }
+    for (label, leaf) in [
+        ("topology.kubernetes.io/region", "region"),
+        ("topology.kubernetes.io/zone", "zone"),
+        ("topology.istio.io/subzone", "sub_zone"),
+    ] {
+        if let Some(v) = node_labels.get(label) {
+            properties.insert(
+                prop_key(&["xds", "node", "locality", leaf]),
+                v.as_bytes().to_vec(),
+            );
+        }
+    }
+    properties
+}
+
 impl<'a> SimHost<'a> {
     pub fn new(
         shared: &'a Shared,
@@ -438,25 +463,7 @@ impl SimEnvoy {
         seed: u64,
         steering: RouterSteering,
     ) -> SimEnvoy {
-        let mut properties = BTreeMap::new();
-        for (k, v) in node_labels {
-            properties.insert(
-                prop_key(&["xds", "node", "metadata", "LABELS", k]),
-                v.as_bytes().to_vec(),
-            );
-        }
-        for (label, leaf) in [
-            ("topology.kubernetes.io/region", "region"),
-            ("topology.kubernetes.io/zone", "zone"),
-            ("topology.istio.io/subzone", "sub_zone"),
-        ] {
-            if let Some(v) = node_labels.get(label) {
-                properties.insert(
-                    prop_key(&["xds", "node", "locality", leaf]),
-                    v.as_bytes().to_vec(),
-                );
-            }
-        }
+        let properties = node_properties(node_labels);
         SimEnvoy {
             shared: Arc::new(Mutex::new(SharedState::default())),
             workers: (0..workers.max(1))

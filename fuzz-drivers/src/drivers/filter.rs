@@ -27,7 +27,8 @@ use prost::Message;
 use crate::gen;
 use crate::input::Input;
 use crate::sim::{
-    lock, prop_key, Behavior, Faults, RetryPolicy, RouterSteering, SimEnvoy, SimHost,
+    lock, node_properties, prop_key, Behavior, Faults, RetryPolicy, RouterSteering, SimEnvoy,
+    SimHost,
 };
 
 pub const MAX_STEPS: usize = 128;
@@ -63,25 +64,7 @@ pub fn run(data: &[u8]) {
             prefix: String::new(),
         },
     );
-    let mut props = BTreeMap::new();
-    for (k, v) in &node_labels {
-        props.insert(
-            prop_key(&["xds", "node", "metadata", "LABELS", k]),
-            v.as_bytes().to_vec(),
-        );
-    }
-    for (label, leaf) in [
-        ("topology.kubernetes.io/region", "region"),
-        ("topology.kubernetes.io/zone", "zone"),
-        ("topology.istio.io/subzone", "sub_zone"),
-    ] {
-        if let Some(v) = node_labels.get(label) {
-            props.insert(
-                prop_key(&["xds", "node", "locality", leaf]),
-                v.as_bytes().to_vec(),
-            );
-        }
-    }
+    let props = node_properties(&node_labels);
     let mut h = Harness {
         sim,
         config,
