@@ -67,6 +67,13 @@ impl SharedState {
         self.data.get(key).map(|(v, _)| v.as_slice())
     }
 
+    /// Metric `id`'s value; an unknown id fails as the host `call` does.
+    fn metric_mut(&mut self, id: u32, call: &'static str) -> Result<&mut i64, HostError> {
+        self.metric_values
+            .get_mut(id as usize)
+            .ok_or_else(|| fault(call))
+    }
+
     /// Writes a key as another process would (for fault tests).
     pub fn put(&mut self, key: &str, value: &[u8]) {
         self.next_cas = self.next_cas.wrapping_add(1).max(1);
@@ -284,25 +291,14 @@ impl Host for SimHost<'_> {
     }
 
     fn increment_metric(&mut self, id: u32, by: i64) -> Result<(), HostError> {
-        let mut s = lock(self.shared);
-        match s.metric_values.get_mut(id as usize) {
-            Some(v) => {
-                *v += by;
-                Ok(())
-            }
-            None => Err(fault("increment_metric")),
-        }
+        *lock(self.shared).metric_mut(id, "increment_metric")? += by;
+        Ok(())
     }
 
     fn record_metric(&mut self, id: u32, value: u64) -> Result<(), HostError> {
-        let mut s = lock(self.shared);
-        match s.metric_values.get_mut(id as usize) {
-            Some(v) => {
-                *v = i64::try_from(value).unwrap_or(i64::MAX);
-                Ok(())
-            }
-            None => Err(fault("record_metric")),
-        }
+        *lock(self.shared).metric_mut(id, "record_metric")? =
+            i64::try_from(value).unwrap_or(i64::MAX);
+        Ok(())
     }
 
     fn log(&self, level: LogLevel, message: &str) {
