@@ -323,15 +323,8 @@ impl RealEnvoy for WaypointPlayer {
 
     /// The pods Envoy's own outlier detection ejected (`/clusters`).
     fn ejected_now(&mut self) -> Vec<String> {
-        let mut names: Vec<String> = eds::hosts(&self.rig.envoy, SERVICE_CLUSTER)
-            .map(|hs| {
-                hs.into_iter()
-                    .filter(|h| h.outlier_ejected)
-                    .map(|h| self.rig.name_of(&h.id))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        let hosts = eds::hosts(&self.rig.envoy, SERVICE_CLUSTER).unwrap_or_default();
+        let hosts = hosts.iter().map(|h| (h.id.as_str(), h.outlier_ejected));
+        self.rig.ejected_names(hosts)
     }
 }
