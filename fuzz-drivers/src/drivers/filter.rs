@@ -257,84 +257,12 @@ impl Harness {
             0..=5 => self.request(inp),
             6 => self.advance(inp),
             7 => self.set_upstream(inp),
-            8 => {
-                self.sim.retry = if inp.ratio(1, 3) {
-                    None
-                } else {
-                    Some(RetryPolicy {
-                        attempts: inp.below(4) as u32,
-                        retry_on: ["5xx", "gateway-error", "connect-failure", "reset"]
-                            .iter()
-                            .filter(|_| inp.bool())
-                            .map(|s| s.to_string())
-                            .collect(),
-                    })
-                };
-            }
-            9 => {
-                let namespace = namespace_of(&self.config);
-                let metadata = if inp.ratio(1, 4) {
-                    self.metadata.clone()
-                } else {
-                    metadata_bytes(inp, &namespace)
-                };
-                let name = if inp.ratio(1, 8) {
-                    None
-                } else if inp.ratio(3, 4) {
-                    self.cluster.clone()
-                } else {
-                    Some(inp.pick(CLUSTERS).to_string())
-                };
-                self.set_cluster(name, metadata);
-                if inp.ratio(1, 3) {
-                    let value = if inp.bool() {
-                        None
-                    } else {
-                        Some(inp.bytes(4).to_vec())
-                    };
-                    self.set_prop(
-                        &[
-                            "xds",
-                            "cluster_metadata",
-                            "filter_metadata",
-                            &namespace,
-                            "revision",
-                        ],
-                        value,
-                    );
-                }
-                self.sync_router();
-            }
-            10 => {
-                if inp.ratio(1, 4) {
-                    // A node locality change takes effect on the next configure.
-                    let labels = gen::labels(inp);
-                    for (k, v) in &labels {
-                        self.set_prop(
-                            &["xds", "node", "metadata", "LABELS", k],
-                            Some(v.as_bytes().to_vec()),
-                        );
-                    }
-                }
-                self.config = if inp.ratio(1, 4) {
-                    self.config.clone()
-                } else {
-                    config_bytes(inp)
-                };
-                self.configure();
-            }
+            8 => self.set_retry(inp),
+            9 => self.republish_cluster(inp),
+            10 => self.reconfigure(inp),
             11 | 12 => self.manual_request(inp),
             13 => self.manual_log(inp),
-            14 => {
-                let mut host = SimHost::new(
-                    &self.sim.shared,
-                    self.sim.now(),
-                    &self.props,
-                    &self.config,
-                    &self.sim.faults,
-                );
-                self.manual.on_tick(&mut host);
-            }
+            14 => self.manual_tick(),
             15 => self.corrupt_shared(inp),
             16 => {
                 self.sim.faults = Faults {
@@ -347,6 +275,92 @@ impl Harness {
                 self.sim.pinned_worker = if inp.bool() { None } else { Some(inp.below(4)) };
             }
         }
+    }
+
+    /// The router's retry policy: none, or some attempts on some causes.
+    fn set_retry(&mut self, inp: &mut Input) {
+        self.sim.retry = if inp.ratio(1, 3) {
+            None
+        } else {
+            Some(RetryPolicy {
+                attempts: inp.below(4) as u32,
+                retry_on: ["5xx", "gateway-error", "connect-failure", "reset"]
+                    .iter()
+                    .filter(|_| inp.bool())
+                    .map(|s| s.to_string())
+                    .collect(),
+            })
+        };
+    }
+
+    /// A CDS update: the cluster's metadata (old or new bytes) under its
+    /// name or another, sometimes with a random or no `revision` beside it.
+    fn republish_cluster(&mut self, inp: &mut Input) {
+        let namespace = namespace_of(&self.config);
+        let metadata = if inp.ratio(1, 4) {
+            self.metadata.clone()
+        } else {
+            metadata_bytes(inp, &namespace)
+        };
+        let name = if inp.ratio(1, 8) {
+            None
+        } else if inp.ratio(3, 4) {
+            self.cluster.clone()
+        } else {
+            Some(inp.pick(CLUSTERS).to_string())
+        };
+        self.set_cluster(name, metadata);
+        if inp.ratio(1, 3) {
+            let value = if inp.bool() {
+                None
+            } else {
+                Some(inp.bytes(4).to_vec())
+            };
+            self.set_prop(
+                &[
+                    "xds",
+                    "cluster_metadata",
+                    "filter_metadata",
+                    &namespace,
+                    "revision",
+                ],
+                value,
+            );
+        }
+        self.sync_router();
+    }
+
+    /// A new plugin configuration (the old one or new bytes), sometimes
+    /// with new node labels, then `on_configure`.
+    fn reconfigure(&mut self, inp: &mut Input) {
+        if inp.ratio(1, 4) {
+            // A node locality change takes effect on the next configure.
+            let labels = gen::labels(inp);
+            for (k, v) in &labels {
+                self.set_prop(
+                    &["xds", "node", "metadata", "LABELS", k],
+                    Some(v.as_bytes().to_vec()),
+                );
+            }
+        }
+        self.config = if inp.ratio(1, 4) {
+            self.config.clone()
+        } else {
+            config_bytes(inp)
+        };
+        self.configure();
+    }
+
+    /// A tick of the hand-driven VM.
+    fn manual_tick(&mut self) {
+        let mut host = SimHost::new(
+            &self.sim.shared,
+            self.sim.now(),
+            &self.props,
+            &self.config,
+            &self.sim.faults,
+        );
+        self.manual.on_tick(&mut host);
     }
 
     /// Envoy's host set: the inventories' addresses plus one the filter never knows.
