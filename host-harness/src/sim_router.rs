@@ -61,34 +61,7 @@ impl SimEnvoy {
     ) -> (Vec<String>, u32, u64, Option<String>) {
         let max_attempts = 1 + self.retry.as_ref().map_or(0, |r| r.attempts) as usize;
         let mut attempts = Vec::new();
-        let mut entries: Vec<String> = Vec::new();
-        let mut same_address = false;
-        match (&self.steering, steering) {
-            (RouterSteering::OverrideHost { prefix, .. }, Some(v)) => {
-                entries = v
-                    .split(',')
-                    .map(|e| e.trim())
-                    .map(|e| e.strip_prefix(prefix.as_str()).unwrap_or(e).to_string())
-                    .filter(|e| self.cluster_hosts.contains(e))
-                    .collect();
-            }
-            (RouterSteering::StatefulSession { prefix, .. }, Some(v)) => {
-                // Only the first attempt; retries fall to the cluster LB.
-                entries = locality_failover::session::decode(v)
-                    .map(|a| a.strip_prefix(prefix.as_str()).unwrap_or(&a).to_string())
-                    .filter(|a| self.cluster_hosts.contains(a))
-                    .into_iter()
-                    .collect();
-            }
-            (RouterSteering::OriginalDst { prefix, .. }, Some(v)) => {
-                entries = vec![v.strip_prefix(prefix.as_str()).unwrap_or(v).to_string()];
-                same_address = true;
-            }
-            (RouterSteering::RouteHeader { backends, .. }, Some(v)) => {
-                entries = backends.get(v).cloned().unwrap_or_default();
-            }
-            _ => {}
-        }
+        let (entries, same_address) = self.steered_entries(steering);
         let mut last = None;
         let mut result = AttemptResult::ConnectFailed;
         for i in 0..max_attempts {
@@ -134,6 +107,39 @@ impl SimEnvoy {
                 flags::UPSTREAM_CONNECTION_FAILURE | exhausted,
                 last,
             ),
+        }
+    }
+
+    /// The hosts the steering header names, in order, and whether every
+    /// attempt goes to the first (`ORIGINAL_DST`).
+    fn steered_entries(&self, steering: Option<&str>) -> (Vec<String>, bool) {
+        match (&self.steering, steering) {
+            (RouterSteering::OverrideHost { prefix, .. }, Some(v)) => {
+                let entries = v
+                    .split(',')
+                    .map(|e| e.trim())
+                    .map(|e| e.strip_prefix(prefix.as_str()).unwrap_or(e).to_string())
+                    .filter(|e| self.cluster_hosts.contains(e))
+                    .collect();
+                (entries, false)
+            }
+            (RouterSteering::StatefulSession { prefix, .. }, Some(v)) => {
+                // Only the first attempt; retries fall to the cluster LB.
+                let entries = locality_failover::session::decode(v)
+                    .map(|a| a.strip_prefix(prefix.as_str()).unwrap_or(&a).to_string())
+                    .filter(|a| self.cluster_hosts.contains(a))
+                    .into_iter()
+                    .collect();
+                (entries, false)
+            }
+            (RouterSteering::OriginalDst { prefix, .. }, Some(v)) => (
+                vec![v.strip_prefix(prefix.as_str()).unwrap_or(v).to_string()],
+                true,
+            ),
+            (RouterSteering::RouteHeader { backends, .. }, Some(v)) => {
+                (backends.get(v).cloned().unwrap_or_default(), false)
+            }
+            _ => (Vec::new(), false),
         }
     }
 
