@@ -166,7 +166,8 @@ pub(super) fn admin(frontend: &Frontend) -> Value {
     json!({ "address": { "socket_address": { "address": "127.0.0.1", "port_value": frontend.admin_port } } })
 }
 
-pub(super) fn file_log(path: &Path, format: &str) -> Value {
+/// A file access logger writing `format` lines to `path`.
+pub fn file_log(path: &Path, format: &str) -> Value {
     json!({
         "name": "envoy.access_loggers.file",
         "typed_config": {
