@@ -491,6 +491,16 @@ impl SimEnvoy {
         ok
     }
 
+    /// A host of this Envoy's process (its shared data, clock and faults)
+    /// with other properties and configuration: a VM driven by hand.
+    pub fn host_with<'a>(
+        &'a self,
+        properties: &'a BTreeMap<String, Vec<u8>>,
+        config: &'a [u8],
+    ) -> SimHost<'a> {
+        SimHost::new(&self.shared, self.now, properties, config, &self.faults)
+    }
+
     /// Runs `f` on one worker with the host of one callback (`None`: no
     /// such worker).
     fn on_worker<R>(

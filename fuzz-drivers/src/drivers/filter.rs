@@ -28,7 +28,6 @@ use crate::gen;
 use crate::input::Input;
 use crate::sim::{
     lock, node_properties, prop_key, Behavior, Faults, RetryPolicy, RouterSteering, SimEnvoy,
-    SimHost,
 };
 
 pub const MAX_STEPS: usize = 128;
@@ -218,13 +217,7 @@ impl Harness {
     fn configure(&mut self) {
         self.sim.set_config(self.config.clone());
         self.sim.configure();
-        let mut host = SimHost::new(
-            &self.sim.shared,
-            self.sim.now(),
-            &self.props,
-            &self.config,
-            &self.sim.faults,
-        );
+        let mut host = self.sim.host_with(&self.props, &self.config);
         self.manual.on_configure(&mut host);
         self.refresh_known();
         self.sync_router();
@@ -353,13 +346,7 @@ impl Harness {
 
     /// A tick of the hand-driven VM.
     fn manual_tick(&mut self) {
-        let mut host = SimHost::new(
-            &self.sim.shared,
-            self.sim.now(),
-            &self.props,
-            &self.config,
-            &self.sim.faults,
-        );
+        let mut host = self.sim.host_with(&self.props, &self.config);
         self.manual.on_tick(&mut host);
     }
 
@@ -539,13 +526,7 @@ impl Harness {
             .collect(),
         };
         let (state, written, local) = {
-            let mut host = SimHost::new(
-                &self.sim.shared,
-                self.sim.now(),
-                &self.props,
-                &self.config,
-                &self.sim.faults,
-            );
+            let mut host = self.sim.host_with(&self.props, &self.config);
             for (k, v) in &headers {
                 host.headers.insert(k.to_ascii_lowercase(), v.clone());
             }
@@ -581,13 +562,7 @@ impl Harness {
             .settings()
             .map(|s| s.steering.address_prefix.clone())
             .unwrap_or_default();
-        let mut host = SimHost::new(
-            &self.sim.shared,
-            self.sim.now(),
-            &self.props,
-            &self.config,
-            &self.sim.faults,
-        );
+        let mut host = self.sim.host_with(&self.props, &self.config);
         match inp.below(6) {
             0 => {}
             1 => host.set_response_property(&["response", "code"], inp.bytes(9).to_vec()),
