@@ -14,6 +14,7 @@ use locality_failover::config::{
 };
 use locality_failover::inventory::{EndpointSpec, Labels, MAX_ENDPOINTS, MAX_WEIGHT};
 use prost_types::value::Kind;
+use serde_json::{json, Map, Value};
 
 use crate::input::Input;
 
@@ -495,69 +496,15 @@ pub fn plugin_config(inp: &mut Input) -> PluginConfig {
 }
 
 /// The JSON a user would write for `raw` (the drivers feed bytes, as Envoy does).
-pub fn plugin_config_json(raw: &PluginConfig) -> serde_json::Value {
-    use serde_json::{json, Map, Value};
-    fn put<T: Into<Value>>(m: &mut Map<String, Value>, k: &str, v: Option<T>) {
-        if let Some(v) = v {
-            m.insert(k.to_string(), v.into());
-        }
-    }
+pub fn plugin_config_json(raw: &PluginConfig) -> Value {
     let mut top = Map::new();
     if let Some(tp) = &raw.traffic_policy {
         let mut t = Map::new();
         if let Some(lb) = &tp.load_balancer {
-            let mut l = Map::new();
-            put(&mut l, "simple", lb.simple.clone());
-            if let Some(s) = &lb.locality_lb_setting {
-                let mut m = Map::new();
-                put(&mut m, "enabled", s.enabled);
-                if !s.distribute.is_empty() {
-                    m.insert(
-                        "distribute".into(),
-                        s.distribute
-                            .iter()
-                            .map(|d| json!({"from": d.from, "to": d.to}))
-                            .collect(),
-                    );
-                }
-                if !s.failover.is_empty() {
-                    m.insert(
-                        "failover".into(),
-                        s.failover
-                            .iter()
-                            .map(|f| json!({"from": f.from, "to": f.to}))
-                            .collect(),
-                    );
-                }
-                if !s.failover_priority.is_empty() {
-                    m.insert("failoverPriority".into(), json!(s.failover_priority));
-                }
-                l.insert("localityLbSetting".into(), Value::Object(m));
-            }
-            t.insert("loadBalancer".into(), Value::Object(l));
+            t.insert("loadBalancer".into(), load_balancer_json(lb));
         }
         if let Some(od) = &tp.outlier_detection {
-            let mut o = Map::new();
-            put(&mut o, "consecutive5xxErrors", od.consecutive_5xx_errors);
-            put(
-                &mut o,
-                "consecutiveGatewayErrors",
-                od.consecutive_gateway_errors,
-            );
-            put(
-                &mut o,
-                "consecutiveLocalOriginFailures",
-                od.consecutive_local_origin_failures,
-            );
-            if od.split_external_local_origin_errors {
-                o.insert("splitExternalLocalOriginErrors".into(), true.into());
-            }
-            put(&mut o, "interval", od.interval.clone());
-            put(&mut o, "baseEjectionTime", od.base_ejection_time.clone());
-            put(&mut o, "maxEjectionPercent", od.max_ejection_percent);
-            put(&mut o, "minHealthPercent", od.min_health_percent);
-            put(&mut o, "consecutiveErrors", od.consecutive_errors);
-            t.insert("outlierDetection".into(), Value::Object(o));
+            t.insert("outlierDetection".into(), outlier_detection_json(od));
         }
         top.insert("trafficPolicy".into(), Value::Object(t));
     }
@@ -599,6 +546,71 @@ pub fn plugin_config_json(raw: &PluginConfig) -> serde_json::Value {
     }
     put(&mut top, "sharedDataPrefix", raw.shared_data_prefix.clone());
     Value::Object(top)
+}
+
+/// Sets `k` when there is a value (an absent field stays absent).
+fn put<T: Into<Value>>(m: &mut Map<String, Value>, k: &str, v: Option<T>) {
+    if let Some(v) = v {
+        m.insert(k.to_string(), v.into());
+    }
+}
+
+/// `trafficPolicy.loadBalancer`, its `localityLbSetting` included.
+fn load_balancer_json(lb: &LoadBalancerSettings) -> Value {
+    let mut l = Map::new();
+    put(&mut l, "simple", lb.simple.clone());
+    if let Some(s) = &lb.locality_lb_setting {
+        let mut m = Map::new();
+        put(&mut m, "enabled", s.enabled);
+        if !s.distribute.is_empty() {
+            m.insert(
+                "distribute".into(),
+                s.distribute
+                    .iter()
+                    .map(|d| json!({"from": d.from, "to": d.to}))
+                    .collect(),
+            );
+        }
+        if !s.failover.is_empty() {
+            m.insert(
+                "failover".into(),
+                s.failover
+                    .iter()
+                    .map(|f| json!({"from": f.from, "to": f.to}))
+                    .collect(),
+            );
+        }
+        if !s.failover_priority.is_empty() {
+            m.insert("failoverPriority".into(), json!(s.failover_priority));
+        }
+        l.insert("localityLbSetting".into(), Value::Object(m));
+    }
+    Value::Object(l)
+}
+
+/// `trafficPolicy.outlierDetection`.
+fn outlier_detection_json(od: &OutlierDetection) -> Value {
+    let mut o = Map::new();
+    put(&mut o, "consecutive5xxErrors", od.consecutive_5xx_errors);
+    put(
+        &mut o,
+        "consecutiveGatewayErrors",
+        od.consecutive_gateway_errors,
+    );
+    put(
+        &mut o,
+        "consecutiveLocalOriginFailures",
+        od.consecutive_local_origin_failures,
+    );
+    if od.split_external_local_origin_errors {
+        o.insert("splitExternalLocalOriginErrors".into(), true.into());
+    }
+    put(&mut o, "interval", od.interval.clone());
+    put(&mut o, "baseEjectionTime", od.base_ejection_time.clone());
+    put(&mut o, "maxEjectionPercent", od.max_ejection_percent);
+    put(&mut o, "minHealthPercent", od.min_health_percent);
+    put(&mut o, "consecutiveErrors", od.consecutive_errors);
+    Value::Object(o)
 }
 
 /// Keys a generated `Struct` uses: the inventory's own, plus noise.

@@ -14,7 +14,10 @@ use locality_failover::host::{AdminGet, Host, HostError, LogLevel, MetricKind};
 
 #[path = "sim_calls.rs"]
 mod calls;
+#[path = "sim_router.rs"]
+mod router;
 pub use calls::{AdminAnswer, HttpCall};
+pub use router::{RetryPolicy, RouterSteering};
 
 /// Start of the simulated clock (ns since the epoch).
 pub const EPOCH_NANOS: u64 = 1_700_000_000_000_000_000;
@@ -67,6 +70,13 @@ impl SharedState {
         self.data.get(key).map(|(v, _)| v.as_slice())
     }
 
+    /// Metric `id`'s value; an unknown id fails as the host `call` does.
+    fn metric_mut(&mut self, id: u32, call: &'static str) -> Result<&mut i64, HostError> {
+        self.metric_values
+            .get_mut(id as usize)
+            .ok_or_else(|| fault(call))
+    }
+
     /// Writes a key as another process would (for fault tests).
     pub fn put(&mut self, key: &str, value: &[u8]) {
         self.next_cas = self.next_cas.wrapping_add(1).max(1);
@@ -114,6 +124,31 @@ pub fn prop_key(path: &[&str]) -> String {
     path.join("\0")
 }
 
+/// The node's properties as Envoy shows them: every label under
+/// `xds.node.metadata.LABELS.*`, the topology labels also as `xds.node.locality`.
+pub fn node_properties(node_labels: &BTreeMap<String, String>) -> BTreeMap<String, Vec<u8>> {
+    let mut properties = BTreeMap::new();
+    for (k, v) in node_labels {
+        properties.insert(
+            prop_key(&["xds", "node", "metadata", "LABELS", k]),
+            v.as_bytes().to_vec(),
+        );
+    }
+    for (label, leaf) in [
+        ("topology.kubernetes.io/region", "region"),
+        ("topology.kubernetes.io/zone", "zone"),
+        ("topology.istio.io/subzone", "sub_zone"),
+    ] {
+        if let Some(v) = node_labels.get(label) {
+            properties.insert(
+                prop_key(&["xds", "node", "locality", leaf]),
+                v.as_bytes().to_vec(),
+            );
+        }
+    }
+    properties
+}
+
 impl<'a> SimHost<'a> {
     pub fn new(
         shared: &'a Shared,
@@ -156,12 +191,19 @@ fn fault(call: &'static str) -> HostError {
     }
 }
 
+/// `Err` (an injected fault of `call`) when the test made `call` fail.
+fn fault_if(failing: bool, call: &'static str) -> Result<(), HostError> {
+    if failing {
+        Err(fault(call))
+    } else {
+        Ok(())
+    }
+}
+
 impl Host for SimHost<'_> {
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
         lock(self.shared).calls.property_reads += 1;
-        if self.faults.fail_properties {
-            return Err(fault("get_property"));
-        }
+        fault_if(self.faults.fail_properties, "get_property")?;
         let key = prop_key(path);
         Ok(self
             .response
@@ -171,16 +213,12 @@ impl Host for SimHost<'_> {
     }
 
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
-        if self.faults.fail_headers {
-            return Err(fault("get_header_map_value"));
-        }
+        fault_if(self.faults.fail_headers, "get_header_map_value")?;
         Ok(self.headers.get(&name.to_ascii_lowercase()).cloned())
     }
 
     fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
-        if self.faults.fail_headers {
-            return Err(fault("get_header_map_value"));
-        }
+        fault_if(self.faults.fail_headers, "get_header_map_value")?;
         Ok(self
             .response_headers
             .get(&name.to_ascii_lowercase())
@@ -188,9 +226,7 @@ impl Host for SimHost<'_> {
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
-        if self.faults.fail_headers {
-            return Err(fault("replace_header_map_value"));
-        }
+        fault_if(self.faults.fail_headers, "replace_header_map_value")?;
         lock(self.shared).calls.header_writes += 1;
         let name = name.to_ascii_lowercase();
         match value {
@@ -206,9 +242,7 @@ impl Host for SimHost<'_> {
     }
 
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-        if self.faults.fail_shared_data {
-            return Err(fault("get_shared_data"));
-        }
+        fault_if(self.faults.fail_shared_data, "get_shared_data")?;
         let mut s = lock(self.shared);
         s.calls.shared_reads += 1;
         Ok(match s.data.get(key) {
@@ -225,9 +259,7 @@ impl Host for SimHost<'_> {
         value: &[u8],
         cas: Option<u32>,
     ) -> Result<(), HostError> {
-        if self.faults.fail_shared_data {
-            return Err(fault("set_shared_data"));
-        }
+        fault_if(self.faults.fail_shared_data, "set_shared_data")?;
         let mut s = lock(self.shared);
         if let (Some(c), Some((_, current))) = (cas, s.data.get(key)) {
             if c != *current {
@@ -262,25 +294,14 @@ impl Host for SimHost<'_> {
     }
 
     fn increment_metric(&mut self, id: u32, by: i64) -> Result<(), HostError> {
-        let mut s = lock(self.shared);
-        match s.metric_values.get_mut(id as usize) {
-            Some(v) => {
-                *v += by;
-                Ok(())
-            }
-            None => Err(fault("increment_metric")),
-        }
+        *lock(self.shared).metric_mut(id, "increment_metric")? += by;
+        Ok(())
     }
 
     fn record_metric(&mut self, id: u32, value: u64) -> Result<(), HostError> {
-        let mut s = lock(self.shared);
-        match s.metric_values.get_mut(id as usize) {
-            Some(v) => {
-                *v = i64::try_from(value).unwrap_or(i64::MAX);
-                Ok(())
-            }
-            None => Err(fault("record_metric")),
-        }
+        *lock(self.shared).metric_mut(id, "record_metric")? =
+            i64::try_from(value).unwrap_or(i64::MAX);
+        Ok(())
     }
 
     fn log(&self, level: LogLevel, message: &str) {
@@ -344,51 +365,6 @@ pub enum Behavior {
     Http(u16),
 }
 
-/// How the simulated router reads the filter's steering header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouterSteering {
-    /// `override_host` with a header source: `ip:port,ip:port`, each retry the next entry.
-    OverrideHost { header: String, prefix: String },
-    /// `stateful_session` header state: base64 of the host; the first
-    /// attempt goes there when the cluster has it, retries to the cluster LB.
-    StatefulSession { header: String, prefix: String },
-    /// `ORIGINAL_DST` with `use_http_header`: every attempt to the one address.
-    OriginalDst { header: String, prefix: String },
-    /// Route `cluster_header`: the value names a backend.
-    RouteHeader {
-        header: String,
-        backends: BTreeMap<String, Vec<String>>,
-    },
-}
-
-/// The router's retry policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub retry_on: Vec<String>,
-}
-
-impl RetryPolicy {
-    fn retries(&self, attempt: &AttemptResult) -> bool {
-        self.retry_on.iter().any(|c| match (c.as_str(), attempt) {
-            (_, AttemptResult::Answered(code)) if *code < 500 => false,
-            ("5xx", _) => true,
-            ("gateway-error", AttemptResult::Answered(code)) => (502..=504).contains(code),
-            (
-                "gateway-error" | "connect-failure" | "reset" | "refused-stream",
-                AttemptResult::ConnectFailed,
-            ) => true,
-            _ => false,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AttemptResult {
-    Answered(u16),
-    ConnectFailed,
-}
-
 /// What one request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestOutcome {
@@ -441,25 +417,7 @@ impl SimEnvoy {
         seed: u64,
         steering: RouterSteering,
     ) -> SimEnvoy {
-        let mut properties = BTreeMap::new();
-        for (k, v) in node_labels {
-            properties.insert(
-                prop_key(&["xds", "node", "metadata", "LABELS", k]),
-                v.as_bytes().to_vec(),
-            );
-        }
-        for (label, leaf) in [
-            ("topology.kubernetes.io/region", "region"),
-            ("topology.kubernetes.io/zone", "zone"),
-            ("topology.istio.io/subzone", "sub_zone"),
-        ] {
-            if let Some(v) = node_labels.get(label) {
-                properties.insert(
-                    prop_key(&["xds", "node", "locality", leaf]),
-                    v.as_bytes().to_vec(),
-                );
-            }
-        }
+        let properties = node_properties(node_labels);
         SimEnvoy {
             shared: Arc::new(Mutex::new(SharedState::default())),
             workers: (0..workers.max(1))
@@ -520,19 +478,45 @@ impl SimEnvoy {
     /// `on_configure` on every worker VM; true if all accepted.
     pub fn configure(&mut self) -> bool {
         let mut ok = true;
-        for w in &mut self.workers {
-            let mut host = SimHost::new(
-                &self.shared,
-                self.now,
-                &self.properties,
-                &self.config,
-                &self.faults,
-            );
-            ok &= w.root.on_configure(&mut host);
-            w.tick_period = host.tick_period;
-            w.next_tick = self.now + nanos(host.tick_period.unwrap_or(Duration::from_secs(1)));
+        let now = self.now;
+        for index in 0..self.workers.len() {
+            let accepted = self.on_worker(index, |w, host| {
+                let accepted = w.root.on_configure(host);
+                w.tick_period = host.tick_period;
+                w.next_tick = now + nanos(host.tick_period.unwrap_or(Duration::from_secs(1)));
+                accepted
+            });
+            ok &= accepted == Some(true);
         }
         ok
+    }
+
+    /// A host of this Envoy's process (its shared data, clock and faults)
+    /// with other properties and configuration: a VM driven by hand.
+    pub fn host_with<'a>(
+        &'a self,
+        properties: &'a BTreeMap<String, Vec<u8>>,
+        config: &'a [u8],
+    ) -> SimHost<'a> {
+        SimHost::new(&self.shared, self.now, properties, config, &self.faults)
+    }
+
+    /// Runs `f` on one worker with the host of one callback (`None`: no
+    /// such worker).
+    fn on_worker<R>(
+        &mut self,
+        worker: usize,
+        f: impl FnOnce(&mut Worker, &mut SimHost<'_>) -> R,
+    ) -> Option<R> {
+        let w = self.workers.get_mut(worker)?;
+        let mut host = SimHost::new(
+            &self.shared,
+            self.now,
+            &self.properties,
+            &self.config,
+            &self.faults,
+        );
+        Some(f(w, &mut host))
     }
 
     /// Moves the clock, firing each worker's ticks at their periods.
@@ -548,24 +532,8 @@ impl SimEnvoy {
             match next {
                 Some(t) if t <= target => {
                     self.now = t.max(self.now);
-                    for (index, w) in self.workers.iter_mut().enumerate() {
-                        if let Some(period) = w.tick_period {
-                            if w.next_tick <= self.now {
-                                let mut host = SimHost::new(
-                                    &self.shared,
-                                    self.now,
-                                    &self.properties,
-                                    &self.config,
-                                    &self.faults,
-                                );
-                                host.admin = self.admin.clone();
-                                w.root.on_tick(&mut host);
-                                w.next_tick = self.now + nanos(period).max(1);
-                                for call in &mut lock(&self.shared).http_calls {
-                                    call.worker.get_or_insert(index);
-                                }
-                            }
-                        }
+                    for index in 0..self.workers.len() {
+                        self.tick(index);
                     }
                     self.deliver_calls();
                 }
@@ -574,6 +542,24 @@ impl SimEnvoy {
         }
         self.now = target;
         self.deliver_calls();
+    }
+
+    /// One worker's tick, if it is due; the calls it sends are its own.
+    fn tick(&mut self, index: usize) {
+        let now = self.now;
+        let due = self.workers.get(index).filter(|w| w.next_tick <= now);
+        let Some(period) = due.and_then(|w| w.tick_period) else {
+            return;
+        };
+        let admin = self.admin.clone();
+        self.on_worker(index, |w, host| {
+            host.admin = admin;
+            w.root.on_tick(host);
+            w.next_tick = now + nanos(period).max(1);
+        });
+        for call in &mut lock(&self.shared).http_calls {
+            call.worker.get_or_insert(index);
+        }
     }
 
     /// One client request through the filter and the router.
@@ -587,27 +573,24 @@ impl SimEnvoy {
                 (self.next_worker - 1) % self.workers.len()
             }
         };
-        let (state, headers, local) = {
-            let Some(w) = self.workers.get_mut(worker) else {
-                return RequestOutcome {
-                    attempts: vec![],
-                    status: 500,
-                    steering: None,
-                    worker,
-                };
-            };
-            let mut host = SimHost::new(
-                &self.shared,
-                self.now,
-                &self.properties,
-                &self.config,
-                &self.faults,
-            );
+        let filtered = self.on_worker(worker, |w, host| {
             for (k, v) in client_headers {
                 host.headers.insert(k.to_ascii_lowercase(), v.to_string());
             }
-            let state = w.root.on_request_headers(&mut host);
-            (state, host.headers, host.local_reply)
+            let state = w.root.on_request_headers(host);
+            (
+                state,
+                std::mem::take(&mut host.headers),
+                host.local_reply.take(),
+            )
+        });
+        let Some((state, headers, local)) = filtered else {
+            return RequestOutcome {
+                attempts: vec![],
+                status: 500,
+                steering: None,
+                worker,
+            };
         };
         let header_name = match &self.steering {
             RouterSteering::OverrideHost { header, .. }
@@ -639,114 +622,13 @@ impl SimEnvoy {
         }
     }
 
-    /// The router: resolves the steering header to hosts and plays attempts.
-    fn route(&mut self, steering: Option<&str>) -> (Vec<String>, u32, u64, Option<String>) {
-        let max_attempts = 1 + self.retry.as_ref().map_or(0, |r| r.attempts) as usize;
-        let mut attempts = Vec::new();
-        let mut entries: Vec<String> = Vec::new();
-        let mut same_address = false;
-        match (&self.steering, steering) {
-            (RouterSteering::OverrideHost { prefix, .. }, Some(v)) => {
-                entries = v
-                    .split(',')
-                    .map(|e| e.trim())
-                    .map(|e| e.strip_prefix(prefix.as_str()).unwrap_or(e).to_string())
-                    .filter(|e| self.cluster_hosts.contains(e))
-                    .collect();
-            }
-            (RouterSteering::StatefulSession { prefix, .. }, Some(v)) => {
-                // Only the first attempt; retries fall to the cluster LB.
-                entries = locality_failover::session::decode(v)
-                    .map(|a| a.strip_prefix(prefix.as_str()).unwrap_or(&a).to_string())
-                    .filter(|a| self.cluster_hosts.contains(a))
-                    .into_iter()
-                    .collect();
-            }
-            (RouterSteering::OriginalDst { prefix, .. }, Some(v)) => {
-                entries = vec![v.strip_prefix(prefix.as_str()).unwrap_or(v).to_string()];
-                same_address = true;
-            }
-            (RouterSteering::RouteHeader { backends, .. }, Some(v)) => {
-                entries = backends.get(v).cloned().unwrap_or_default();
-            }
-            _ => {}
-        }
-        let mut last = None;
-        let mut result = AttemptResult::ConnectFailed;
-        for i in 0..max_attempts {
-            let address = if same_address {
-                entries.first().cloned()
-            } else {
-                entries.get(i).cloned()
-            };
-            let address = match address.or_else(|| self.fallback()) {
-                Some(a) => a,
-                None => return (attempts, 503, flags::NO_HEALTHY_UPSTREAM, None),
-            };
-            attempts.push(address.clone());
-            result = match self
-                .upstreams
-                .get(&address)
-                .copied()
-                .unwrap_or(Behavior::Refused)
-            {
-                Behavior::Healthy => AttemptResult::Answered(200),
-                Behavior::Http(code) => AttemptResult::Answered(code),
-                Behavior::Refused => AttemptResult::ConnectFailed,
-            };
-            last = Some(address);
-            let retry = self.retry.as_ref().is_some_and(|r| r.retries(&result));
-            if !retry || i + 1 == max_attempts {
-                break;
-            }
-        }
-        let retried_out = self.retry.is_some()
-            && attempts.len() == max_attempts
-            && self.retry.as_ref().is_some_and(|r| r.retries(&result));
-        let exhausted = if retried_out {
-            flags::UPSTREAM_RETRY_LIMIT_EXCEEDED
-        } else {
-            0
-        };
-        match result {
-            AttemptResult::Answered(code) => (attempts, u32::from(code), exhausted, last),
-            AttemptResult::ConnectFailed => (
-                attempts,
-                503,
-                flags::UPSTREAM_CONNECTION_FAILURE | exhausted,
-                last,
-            ),
-        }
-    }
-
-    /// Envoy's fallback (or plain) load balancer: round robin over the cluster.
-    fn fallback(&mut self) -> Option<String> {
-        if self.cluster_hosts.is_empty() {
-            return None;
-        }
-        let h = self
-            .cluster_hosts
-            .get(self.fallback_rr % self.cluster_hosts.len())
-            .cloned();
-        self.fallback_rr = self.fallback_rr.wrapping_add(1);
-        h
-    }
-
     /// `on_http_response_headers`: Envoy sends every answer, the router's
     /// local replies included, through the filter's encode path.
     fn response_headers(&mut self, worker: usize, state: &mut RequestState, status: u32) {
-        let Some(w) = self.workers.get_mut(worker) else {
-            return;
-        };
-        let mut host = SimHost::new(
-            &self.shared,
-            self.now,
-            &self.properties,
-            &self.config,
-            &self.faults,
-        );
-        host.set_response_header(":status", &status.to_string());
-        w.root.on_response_headers(&host, state);
+        self.on_worker(worker, |w, host| {
+            host.set_response_header(":status", &status.to_string());
+            w.root.on_response_headers(host, state);
+        });
     }
 
     fn finish(
@@ -758,38 +640,28 @@ impl SimEnvoy {
         last: Option<&str>,
         attempts: usize,
     ) {
-        let Some(w) = self.workers.get_mut(worker) else {
-            return;
+        let prefix = match &self.steering {
+            RouterSteering::OverrideHost { prefix, .. }
+            | RouterSteering::StatefulSession { prefix, .. }
+            | RouterSteering::OriginalDst { prefix, .. } => prefix.as_str(),
+            RouterSteering::RouteHeader { .. } => "",
         };
-        let mut host = SimHost::new(
-            &self.shared,
-            self.now,
-            &self.properties,
-            &self.config,
-            &self.faults,
-        );
-        host.set_response_property(
-            &["response", "code"],
-            i64::from(status).to_le_bytes().to_vec(),
-        );
-        host.set_response_property(&["response", "flags"], flags_value.to_le_bytes().to_vec());
-        if let Some(a) = last {
-            let prefix = match &self.steering {
-                RouterSteering::OverrideHost { prefix, .. }
-                | RouterSteering::StatefulSession { prefix, .. }
-                | RouterSteering::OriginalDst { prefix, .. } => prefix.as_str(),
-                RouterSteering::RouteHeader { .. } => "",
-            };
+        let upstream = last.map(|a| format!("{prefix}{a}"));
+        self.on_worker(worker, |w, host| {
             host.set_response_property(
-                &["upstream", "address"],
-                format!("{prefix}{a}").into_bytes(),
+                &["response", "code"],
+                i64::from(status).to_le_bytes().to_vec(),
             );
-        }
-        host.set_response_property(
-            &["upstream", "request_attempt_count"],
-            (attempts as u64).to_le_bytes().to_vec(),
-        );
-        w.root.on_log(&mut host, state);
+            host.set_response_property(&["response", "flags"], flags_value.to_le_bytes().to_vec());
+            if let Some(address) = upstream {
+                host.set_response_property(&["upstream", "address"], address.into_bytes());
+            }
+            host.set_response_property(
+                &["upstream", "request_attempt_count"],
+                (attempts as u64).to_le_bytes().to_vec(),
+            );
+            w.root.on_log(host, state);
+        });
     }
 
     /// Ejected addresses as the shared table says now.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{lock, nanos, SimEnvoy, SimHost};
+use super::{lock, nanos, SimEnvoy};
 
 /// One `dispatch_http_call`, as the host saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl SimEnvoy {
             })
             .collect();
         for call in due {
-            let Some(w) = call.worker.and_then(|i| self.workers.get_mut(i)) else {
+            let Some(index) = call.worker else {
                 continue;
             };
             let response = match &self.admin {
@@ -58,16 +58,12 @@ impl SimEnvoy {
                 _ => (None, Vec::new()),
             };
             let size = response.1.len();
-            let mut host = SimHost::new(
-                &self.shared,
-                now,
-                &self.properties,
-                &self.config,
-                &self.faults,
-            );
-            host.call_response = Some(response);
-            host.admin = self.admin.clone();
-            w.root.on_http_call_response(&mut host, call.token, size);
+            let admin = self.admin.clone();
+            self.on_worker(index, |w, host| {
+                host.call_response = Some(response);
+                host.admin = admin;
+                w.root.on_http_call_response(host, call.token, size);
+            });
         }
     }
 }

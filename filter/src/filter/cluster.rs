@@ -11,7 +11,7 @@ use crate::outlier::EjectionTable;
 use crate::properties;
 use crate::shared::{self, ClusterKeys, SharedStore};
 
-use super::{fnv1a, Configured, CONFIG_CLUSTER, INVENTORY_CHECK, VIEW_REFRESH};
+use super::{fnv1a, warn_host_error, Configured, CONFIG_CLUSTER, INVENTORY_CHECK, VIEW_REFRESH};
 
 pub(super) struct ClusterState {
     pub name: String,
@@ -52,6 +52,24 @@ enum RevisionRead {
 }
 
 /// The metadata namespace of the inventory (empty for an inline one).
+/// The request's cluster (`xds.cluster_name`); `None` when it has none
+/// (a passthrough), when the name is not UTF-8 or the read fails (a host
+/// error).
+pub(super) fn request_cluster_name(host: &mut dyn Host, metrics: &Metrics) -> Option<String> {
+    match host.property(properties::CLUSTER_NAME) {
+        // The host's buffer becomes the String: no copy.
+        Ok(Some(b)) => String::from_utf8(b).ok(),
+        Ok(None) => {
+            metrics.inc(host, Metric::Passthrough);
+            None
+        }
+        Err(e) => {
+            warn_host_error(host, metrics, "xds.cluster_name", &e);
+            None
+        }
+    }
+}
+
 fn namespace_of(settings: &crate::config::Settings) -> &str {
     match &settings.inventory {
         crate::config::InventorySource::ClusterMetadata { namespace } => namespace,
@@ -247,11 +265,8 @@ impl Configured {
             .ensure_streaks(addresses.map(|e| e.address.as_str()))
             .and_then(|()| detector::arm(&mut store, outlier, now, self.configured_at));
         if let Err(e) = result {
-            host.log(
-                LogLevel::Warn,
-                &format!("locality-failover: shared data for {}: {e}", state.name),
-            );
-            metrics.inc(host, Metric::HostErrors);
+            let what = format!("shared data for {}", state.name);
+            warn_host_error(host, metrics, &what, &e);
         }
     }
 
@@ -281,13 +296,7 @@ impl Configured {
                 metrics.add(host, Metric::Unejections, back.len() as i64);
             }
             Ok(None) => {}
-            Err(e) => {
-                host.log(
-                    LogLevel::Warn,
-                    &format!("locality-failover: sweep of {}: {e}", state.name),
-                );
-                metrics.inc(host, Metric::HostErrors);
-            }
+            Err(e) => warn_host_error(host, metrics, &format!("sweep of {}", state.name), &e),
         }
         if let Ok(table) = table {
             state.adopt(&table);
@@ -331,11 +340,7 @@ impl Configured {
         let view = match shared::read_view(host, state.keys.epoch()) {
             Ok(view) => view,
             Err(e) => {
-                host.log(
-                    LogLevel::Warn,
-                    &format!("locality-failover: ejection epoch: {e}"),
-                );
-                metrics.inc(host, Metric::HostErrors);
+                warn_host_error(host, metrics, "ejection epoch", &e);
                 return;
             }
         };
@@ -348,13 +353,7 @@ impl Configured {
         }
         match SharedStore::new(host, &state.keys).table() {
             Ok(table) => state.adopt(&table),
-            Err(e) => {
-                host.log(
-                    LogLevel::Warn,
-                    &format!("locality-failover: ejection table: {e}"),
-                );
-                metrics.inc(host, Metric::HostErrors);
-            }
+            Err(e) => warn_host_error(host, metrics, "ejection table", &e),
         }
     }
 
@@ -385,22 +384,7 @@ impl Configured {
             }
             crate::config::InventorySource::Config(_) => return self.clusters.find(CONFIG_CLUSTER),
         };
-        let cluster = match host.property(properties::CLUSTER_NAME) {
-            // The host's buffer becomes the String: no copy.
-            Ok(Some(b)) => String::from_utf8(b).ok()?,
-            Ok(None) => {
-                metrics.inc(host, Metric::Passthrough);
-                return None;
-            }
-            Err(e) => {
-                host.log(
-                    LogLevel::Warn,
-                    &format!("locality-failover: xds.cluster_name: {e}"),
-                );
-                metrics.inc(host, Metric::HostErrors);
-                return None;
-            }
-        };
+        let cluster = request_cluster_name(host, metrics)?;
         let known = self.clusters.find(&cluster);
         if inventory_due(
             &mut self.clusters,
@@ -471,11 +455,7 @@ impl Configured {
         let bytes = match host.property(properties::CLUSTER_METADATA) {
             Ok(b) => b.unwrap_or_default(),
             Err(e) => {
-                host.log(
-                    LogLevel::Warn,
-                    &format!("locality-failover: xds.cluster_metadata: {e}"),
-                );
-                metrics.inc(host, Metric::HostErrors);
+                warn_host_error(host, metrics, "xds.cluster_metadata", &e);
                 return None;
             }
         };

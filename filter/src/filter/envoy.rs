@@ -12,7 +12,6 @@ use crate::inventory::{Inventory, InventoryBuilder, InventoryError};
 use crate::metrics::{Metric, Metrics};
 use crate::outlier::nanos;
 use crate::poll::{self, PollKeys};
-use crate::properties;
 
 use super::{fnv1a, Configured};
 
@@ -206,21 +205,7 @@ impl Configured {
         host: &mut dyn Host,
         metrics: &Metrics,
     ) -> Option<usize> {
-        let name = match host.property(properties::CLUSTER_NAME) {
-            Ok(Some(b)) => String::from_utf8(b).ok()?,
-            Ok(None) => {
-                metrics.inc(host, Metric::Passthrough);
-                return None;
-            }
-            Err(e) => {
-                host.log(
-                    LogLevel::Warn,
-                    &format!("locality-failover: xds.cluster_name: {e}"),
-                );
-                metrics.inc(host, Metric::HostErrors);
-                return None;
-            }
-        };
+        let name = super::cluster::request_cluster_name(host, metrics)?;
         if let Some(index) = self.clusters.find(&name) {
             return Some(index);
         }

@@ -272,6 +272,21 @@ fn tick_period(cfg: &OutlierConfig) -> Duration {
     (cfg.interval / 10).clamp(Duration::from_millis(10), INVENTORY_CHECK)
 }
 
+/// A host call that failed on `what`: a warning and a host error counted;
+/// the caller then carries on without it.
+fn warn_host_error(
+    host: &mut dyn Host,
+    metrics: &Metrics,
+    what: &str,
+    error: &dyn std::fmt::Display,
+) {
+    host.log(
+        LogLevel::Warn,
+        &format!("locality-failover: {what}: {error}"),
+    );
+    metrics.inc(host, Metric::HostErrors);
+}
+
 /// FNV-1a 64: cheap change detection for metadata bytes and per-cluster seeds.
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

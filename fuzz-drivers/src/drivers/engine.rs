@@ -5,6 +5,7 @@
 //! checked after every step. A broken invariant panics (that is how
 //! libFuzzer reports it).
 
+use locality_failover::balancer::Pick;
 use locality_failover::config::istio::{OutlierDetection, TrafficPolicy};
 use locality_failover::config::{OutlierConfig, PluginConfig, Policy, RankingRule};
 use locality_failover::detector::{self, ClusterView, MemoryStore};
@@ -443,6 +444,19 @@ impl Run {
         if pick.priority > 0 {
             stats::bump(&stats::FAILOVER_PICKS);
         }
+        self.check_pick(pick);
+        if pick.panic {
+            self.check_panic_pick(pick);
+        }
+        self.check_hosts(d, max_hosts);
+    }
+
+    /// The pick: (a) an index of the current inventory at its ranked
+    /// priority; (c) outside panic mode never an ejected endpoint.
+    fn check_pick(&self, pick: Pick) {
+        let engine = &self.engine;
+        let n = engine.inventory().len();
+        let ranking = engine.ranking();
         // (a) the pick is an index of the current inventory.
         if pick.endpoint >= n {
             panic!("pick {} outside an inventory of {n}", pick.endpoint);
@@ -474,26 +488,38 @@ impl Run {
                 panic!("non-panic pick of {address}, ejected in the current table");
             }
         }
-        if pick.panic {
-            let threshold = engine.policy().panic_threshold;
-            if threshold == 0 {
-                panic!("panic-mode pick with a panic threshold of 0");
-            }
-            let members = ranking.members();
-            let level = members
-                .get(pick.priority as usize)
-                .cloned()
-                .unwrap_or_default();
-            let healthy = level.iter().filter(|i| !engine.is_unhealthy(**i)).count();
-            if !level.is_empty() && 100 * healthy / level.len() >= threshold as usize {
-                panic!(
-                    "priority {} in panic with {healthy}/{} healthy and threshold {threshold}%",
-                    pick.priority,
-                    level.len()
-                );
-            }
+    }
+
+    /// A panic-mode pick: its priority is below the panic threshold.
+    fn check_panic_pick(&self, pick: Pick) {
+        let engine = &self.engine;
+        let threshold = engine.policy().panic_threshold;
+        if threshold == 0 {
+            panic!("panic-mode pick with a panic threshold of 0");
         }
-        // (d) the host list.
+        let members = engine.ranking().members();
+        let level = members
+            .get(pick.priority as usize)
+            .cloned()
+            .unwrap_or_default();
+        let healthy = level.iter().filter(|i| !engine.is_unhealthy(**i)).count();
+        if !level.is_empty() && 100 * healthy / level.len() >= threshold as usize {
+            panic!(
+                "priority {} in panic with {healthy}/{} healthy and threshold {threshold}%",
+                pick.priority,
+                level.len()
+            );
+        }
+    }
+
+    /// (d) The host list: the pick first, at most `max_hosts`, no repeats,
+    /// only ranked hosts, priorities never going back, and no ejected host
+    /// for retries outside the pick's panicking priority.
+    fn check_hosts(&self, d: &Decision, max_hosts: usize) {
+        let engine = &self.engine;
+        let n = engine.inventory().len();
+        let ranking = engine.ranking();
+        let pick = d.pick;
         if d.hosts.first() != Some(&pick.endpoint) {
             panic!(
                 "hosts {:?} do not start with the pick {}",

@@ -27,7 +27,7 @@ use prost::Message;
 use crate::gen;
 use crate::input::Input;
 use crate::sim::{
-    lock, prop_key, Behavior, Faults, RetryPolicy, RouterSteering, SimEnvoy, SimHost,
+    lock, node_properties, prop_key, Behavior, Faults, RetryPolicy, RouterSteering, SimEnvoy,
 };
 
 pub const MAX_STEPS: usize = 128;
@@ -63,25 +63,7 @@ pub fn run(data: &[u8]) {
             prefix: String::new(),
         },
     );
-    let mut props = BTreeMap::new();
-    for (k, v) in &node_labels {
-        props.insert(
-            prop_key(&["xds", "node", "metadata", "LABELS", k]),
-            v.as_bytes().to_vec(),
-        );
-    }
-    for (label, leaf) in [
-        ("topology.kubernetes.io/region", "region"),
-        ("topology.kubernetes.io/zone", "zone"),
-        ("topology.istio.io/subzone", "sub_zone"),
-    ] {
-        if let Some(v) = node_labels.get(label) {
-            props.insert(
-                prop_key(&["xds", "node", "locality", leaf]),
-                v.as_bytes().to_vec(),
-            );
-        }
-    }
+    let props = node_properties(&node_labels);
     let mut h = Harness {
         sim,
         config,
@@ -235,13 +217,7 @@ impl Harness {
     fn configure(&mut self) {
         self.sim.set_config(self.config.clone());
         self.sim.configure();
-        let mut host = SimHost::new(
-            &self.sim.shared,
-            self.sim.now(),
-            &self.props,
-            &self.config,
-            &self.sim.faults,
-        );
+        let mut host = self.sim.host_with(&self.props, &self.config);
         self.manual.on_configure(&mut host);
         self.refresh_known();
         self.sync_router();
@@ -274,84 +250,12 @@ impl Harness {
             0..=5 => self.request(inp),
             6 => self.advance(inp),
             7 => self.set_upstream(inp),
-            8 => {
-                self.sim.retry = if inp.ratio(1, 3) {
-                    None
-                } else {
-                    Some(RetryPolicy {
-                        attempts: inp.below(4) as u32,
-                        retry_on: ["5xx", "gateway-error", "connect-failure", "reset"]
-                            .iter()
-                            .filter(|_| inp.bool())
-                            .map(|s| s.to_string())
-                            .collect(),
-                    })
-                };
-            }
-            9 => {
-                let namespace = namespace_of(&self.config);
-                let metadata = if inp.ratio(1, 4) {
-                    self.metadata.clone()
-                } else {
-                    metadata_bytes(inp, &namespace)
-                };
-                let name = if inp.ratio(1, 8) {
-                    None
-                } else if inp.ratio(3, 4) {
-                    self.cluster.clone()
-                } else {
-                    Some(inp.pick(CLUSTERS).to_string())
-                };
-                self.set_cluster(name, metadata);
-                if inp.ratio(1, 3) {
-                    let value = if inp.bool() {
-                        None
-                    } else {
-                        Some(inp.bytes(4).to_vec())
-                    };
-                    self.set_prop(
-                        &[
-                            "xds",
-                            "cluster_metadata",
-                            "filter_metadata",
-                            &namespace,
-                            "revision",
-                        ],
-                        value,
-                    );
-                }
-                self.sync_router();
-            }
-            10 => {
-                if inp.ratio(1, 4) {
-                    // A node locality change takes effect on the next configure.
-                    let labels = gen::labels(inp);
-                    for (k, v) in &labels {
-                        self.set_prop(
-                            &["xds", "node", "metadata", "LABELS", k],
-                            Some(v.as_bytes().to_vec()),
-                        );
-                    }
-                }
-                self.config = if inp.ratio(1, 4) {
-                    self.config.clone()
-                } else {
-                    config_bytes(inp)
-                };
-                self.configure();
-            }
+            8 => self.set_retry(inp),
+            9 => self.republish_cluster(inp),
+            10 => self.reconfigure(inp),
             11 | 12 => self.manual_request(inp),
             13 => self.manual_log(inp),
-            14 => {
-                let mut host = SimHost::new(
-                    &self.sim.shared,
-                    self.sim.now(),
-                    &self.props,
-                    &self.config,
-                    &self.sim.faults,
-                );
-                self.manual.on_tick(&mut host);
-            }
+            14 => self.manual_tick(),
             15 => self.corrupt_shared(inp),
             16 => {
                 self.sim.faults = Faults {
@@ -364,6 +268,86 @@ impl Harness {
                 self.sim.pinned_worker = if inp.bool() { None } else { Some(inp.below(4)) };
             }
         }
+    }
+
+    /// The router's retry policy: none, or some attempts on some causes.
+    fn set_retry(&mut self, inp: &mut Input) {
+        self.sim.retry = if inp.ratio(1, 3) {
+            None
+        } else {
+            Some(RetryPolicy {
+                attempts: inp.below(4) as u32,
+                retry_on: ["5xx", "gateway-error", "connect-failure", "reset"]
+                    .iter()
+                    .filter(|_| inp.bool())
+                    .map(|s| s.to_string())
+                    .collect(),
+            })
+        };
+    }
+
+    /// A CDS update: the cluster's metadata (old or new bytes) under its
+    /// name or another, sometimes with a random or no `revision` beside it.
+    fn republish_cluster(&mut self, inp: &mut Input) {
+        let namespace = namespace_of(&self.config);
+        let metadata = if inp.ratio(1, 4) {
+            self.metadata.clone()
+        } else {
+            metadata_bytes(inp, &namespace)
+        };
+        let name = if inp.ratio(1, 8) {
+            None
+        } else if inp.ratio(3, 4) {
+            self.cluster.clone()
+        } else {
+            Some(inp.pick(CLUSTERS).to_string())
+        };
+        self.set_cluster(name, metadata);
+        if inp.ratio(1, 3) {
+            let value = if inp.bool() {
+                None
+            } else {
+                Some(inp.bytes(4).to_vec())
+            };
+            self.set_prop(
+                &[
+                    "xds",
+                    "cluster_metadata",
+                    "filter_metadata",
+                    &namespace,
+                    "revision",
+                ],
+                value,
+            );
+        }
+        self.sync_router();
+    }
+
+    /// A new plugin configuration (the old one or new bytes), sometimes
+    /// with new node labels, then `on_configure`.
+    fn reconfigure(&mut self, inp: &mut Input) {
+        if inp.ratio(1, 4) {
+            // A node locality change takes effect on the next configure.
+            let labels = gen::labels(inp);
+            for (k, v) in &labels {
+                self.set_prop(
+                    &["xds", "node", "metadata", "LABELS", k],
+                    Some(v.as_bytes().to_vec()),
+                );
+            }
+        }
+        self.config = if inp.ratio(1, 4) {
+            self.config.clone()
+        } else {
+            config_bytes(inp)
+        };
+        self.configure();
+    }
+
+    /// A tick of the hand-driven VM.
+    fn manual_tick(&mut self) {
+        let mut host = self.sim.host_with(&self.props, &self.config);
+        self.manual.on_tick(&mut host);
     }
 
     /// Envoy's host set: the inventories' addresses plus one the filter never knows.
@@ -542,13 +526,7 @@ impl Harness {
             .collect(),
         };
         let (state, written, local) = {
-            let mut host = SimHost::new(
-                &self.sim.shared,
-                self.sim.now(),
-                &self.props,
-                &self.config,
-                &self.sim.faults,
-            );
+            let mut host = self.sim.host_with(&self.props, &self.config);
             for (k, v) in &headers {
                 host.headers.insert(k.to_ascii_lowercase(), v.clone());
             }
@@ -584,13 +562,7 @@ impl Harness {
             .settings()
             .map(|s| s.steering.address_prefix.clone())
             .unwrap_or_default();
-        let mut host = SimHost::new(
-            &self.sim.shared,
-            self.sim.now(),
-            &self.props,
-            &self.config,
-            &self.sim.faults,
-        );
+        let mut host = self.sim.host_with(&self.props, &self.config);
         match inp.below(6) {
             0 => {}
             1 => host.set_response_property(&["response", "code"], inp.bytes(9).to_vec()),

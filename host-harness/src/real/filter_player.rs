@@ -107,6 +107,91 @@ fn rewrite_inline_inventory(
     Ok(())
 }
 
+/// The steering the envoy mode generates for `settings`; what it cannot
+/// play (an address prefix, another metadata namespace, stateful sessions,
+/// an inventory read from Envoy) is refused, naming the field.
+fn envoy_mode_steering(settings: &Settings) -> Result<Steering> {
+    if !settings.steering.address_prefix.is_empty() {
+        return Err(HarnessError::Unsupported {
+            field: "steering.addressPrefix".into(),
+            value: format!("{:?}", settings.steering.address_prefix),
+            reason: "the envoy mode's clusters take plain ip:port".into(),
+        });
+    }
+    if let InventorySource::ClusterMetadata { namespace } = &settings.inventory {
+        if namespace != METADATA_NAMESPACE {
+            return Err(HarnessError::Unsupported {
+                field: "inventory.namespace".into(),
+                value: format!("{namespace:?}"),
+                reason: format!(
+                    "the envoy mode publishes the inventory under {DEFAULT_METADATA_NAMESPACE:?}"
+                ),
+            });
+        }
+    }
+    let steering = match settings.steering.mode {
+        SteeringMode::OverrideHost => Steering::OverrideHost {
+            header: settings.steering.header.clone(),
+        },
+        SteeringMode::OriginalDst => Steering::OriginalDst {
+            header: settings.steering.header.clone(),
+        },
+        SteeringMode::RouteHeader => Steering::RouteHeader {
+            header: settings.steering.header.clone(),
+        },
+        SteeringMode::StatefulSession => {
+            return Err(HarnessError::Unsupported {
+                field: "steering.mode".into(),
+                value: "stateful-session".into(),
+                reason: "the envoy mode's generated Envoy has no stateful_session filter (--mode waypoint has)".into(),
+            })
+        }
+    };
+    if let InventorySource::Envoy(_) = settings.inventory {
+        return Err(HarnessError::Unsupported {
+            field: "inventory.source".into(),
+            value: "envoy".into(),
+            reason: "the envoy mode publishes the inventory as cluster metadata (--mode waypoint reads it from Envoy)".into(),
+        });
+    }
+    Ok(steering)
+}
+
+/// The generated Envoy's configuration, all but the filter: the scenario's
+/// endpoints at their loopback upstreams, the client's labels as the
+/// node's, its retries, and a frontend that balances connections exactly.
+fn filter_mode_config(
+    scenario: &Scenario,
+    steering: Steering,
+    upstreams: &Upstreams,
+) -> Result<FilterModeConfig> {
+    let endpoints: Vec<Endpoint> = scenario
+        .endpoints
+        .iter()
+        .map(|e| {
+            let addr = upstreams
+                .addr(&e.name)
+                .ok_or_else(|| HarnessError::unknown("upstream for endpoint", &e.name))?;
+            let mut ep = Endpoint::new(e.name.clone(), addr).with_weight(e.weight);
+            ep.labels = e.labels.clone();
+            Ok(ep)
+        })
+        .collect::<Result<_>>()?;
+    let mut cfg = FilterModeConfig::new(steering, endpoints);
+    cfg.cluster_name = CLUSTER.to_string();
+    cfg.node = Node::with_labels(scenario.client_labels.clone());
+    cfg.retry = scenario
+        .retries
+        .as_ref()
+        .map(|r| RetryPolicy::new(r.attempts, r.retry_on.join(",")));
+    cfg.frontend = Frontend {
+        exact_balance: true,
+        ..Frontend::default()
+    };
+    cfg.revision = "1".into();
+    Ok(cfg)
+}
+
 impl FilterPlayer {
     /// `plugin_config` is the scenario's plugin configuration with its
     /// durations already scaled, and `settings` what the filter reads in it.
@@ -118,72 +203,9 @@ impl FilterPlayer {
         scale: f64,
     ) -> Result<FilterPlayer> {
         let wasm = wasm_path(options)?;
-        if !settings.steering.address_prefix.is_empty() {
-            return Err(HarnessError::Unsupported {
-                field: "steering.addressPrefix".into(),
-                value: format!("{:?}", settings.steering.address_prefix),
-                reason: "the envoy mode's clusters take plain ip:port".into(),
-            });
-        }
-        if let InventorySource::ClusterMetadata { namespace } = &settings.inventory {
-            if namespace != METADATA_NAMESPACE {
-                return Err(HarnessError::Unsupported {
-                    field: "inventory.namespace".into(),
-                    value: format!("{namespace:?}"),
-                    reason: format!("the envoy mode publishes the inventory under {DEFAULT_METADATA_NAMESPACE:?}"),
-                });
-            }
-        }
-        let steering = match settings.steering.mode {
-            SteeringMode::OverrideHost => Steering::OverrideHost {
-                header: settings.steering.header.clone(),
-            },
-            SteeringMode::OriginalDst => Steering::OriginalDst {
-                header: settings.steering.header.clone(),
-            },
-            SteeringMode::RouteHeader => Steering::RouteHeader {
-                header: settings.steering.header.clone(),
-            },
-            SteeringMode::StatefulSession => {
-                return Err(HarnessError::Unsupported {
-                    field: "steering.mode".into(),
-                    value: "stateful-session".into(),
-                    reason: "the envoy mode's generated Envoy has no stateful_session filter (--mode waypoint has)".into(),
-                })
-            }
-        };
-        if let InventorySource::Envoy(_) = settings.inventory {
-            return Err(HarnessError::Unsupported {
-                field: "inventory.source".into(),
-                value: "envoy".into(),
-                reason: "the envoy mode publishes the inventory as cluster metadata (--mode waypoint reads it from Envoy)".into(),
-            });
-        }
+        let steering = envoy_mode_steering(settings)?;
         let (upstreams, dir) = Rig::upstreams(scenario, "envoy")?;
-        let endpoints: Vec<Endpoint> = scenario
-            .endpoints
-            .iter()
-            .map(|e| {
-                let addr = upstreams
-                    .addr(&e.name)
-                    .ok_or_else(|| HarnessError::unknown("upstream for endpoint", &e.name))?;
-                let mut ep = Endpoint::new(e.name.clone(), addr).with_weight(e.weight);
-                ep.labels = e.labels.clone();
-                Ok(ep)
-            })
-            .collect::<Result<_>>()?;
-        let mut cfg = FilterModeConfig::new(steering, endpoints);
-        cfg.cluster_name = CLUSTER.to_string();
-        cfg.node = Node::with_labels(scenario.client_labels.clone());
-        cfg.retry = scenario
-            .retries
-            .as_ref()
-            .map(|r| RetryPolicy::new(r.attempts, r.retry_on.join(",")));
-        cfg.frontend = Frontend {
-            exact_balance: true,
-            ..Frontend::default()
-        };
-        cfg.revision = "1".into();
+        let mut cfg = filter_mode_config(scenario, steering, &upstreams)?;
         rewrite_inline_inventory(&mut plugin_config, scenario, &upstreams)?;
         cfg.wasm = Some(WasmFilter::new(wasm, plugin_config.to_string()));
         let generated = cfg.generate(&Layout::new(dir.path()));

@@ -207,19 +207,10 @@ impl RealEnvoy for NativePlayer {
                 .collect();
             eprintln!("native: {stats:?}");
         }
-        let mut names: Vec<String> = self
-            .rig
-            .envoy
-            .hosts(CLUSTER)
-            .map(|hosts| {
-                hosts
-                    .into_iter()
-                    .filter(|h| h.outlier_ejected)
-                    .map(|h| self.rig.name_of(&h.address))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        let hosts = self.rig.envoy.hosts(CLUSTER).unwrap_or_default();
+        let hosts = hosts
+            .iter()
+            .map(|h| (h.address.as_str(), h.outlier_ejected));
+        self.rig.ejected_names(hosts)
     }
 }

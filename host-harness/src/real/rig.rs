@@ -143,6 +143,21 @@ impl Rig {
             .unwrap_or_else(|| address.to_string())
     }
 
+    /// Sorted endpoint names of the hosts, given as (address, ejected by
+    /// Envoy's outlier detection), that are ejected.
+    pub fn ejected_names<'h>(
+        &self,
+        hosts: impl IntoIterator<Item = (&'h str, bool)>,
+    ) -> Vec<String> {
+        let mut names: Vec<String> = hosts
+            .into_iter()
+            .filter(|(_, ejected)| *ejected)
+            .map(|(address, _)| self.name_of(address))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Sets the behaviour of one upstream for `healthy`, `refused`,
     /// `http-NNN` and `present` (which comes back healthy).
     pub fn set_upstream(&self, name: &str, state: EndpointState) -> Result<()> {

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::envoy::config::{eds_file, write_atomically, Endpoint, LABEL_REGION, LABEL_SUBZONE};
-use crate::envoy::config::{Layout, LABEL_ZONE};
+use crate::envoy::config::Layout;
+use crate::envoy::config::{eds_file, group_endpoints, locality_of, write_atomically, Endpoint};
 use crate::envoy::EnvoyProcess;
 
 /// The internal listener every in-mesh pod is reached through.
@@ -86,11 +86,6 @@ fn lb_endpoint(e: &Endpoint, remote: bool) -> Value {
     })
 }
 
-fn locality_of(e: &Endpoint) -> (String, String, String) {
-    let get = |k: &str| e.labels.get(k).cloned().unwrap_or_default();
-    (get(LABEL_REGION), get(LABEL_ZONE), get(LABEL_SUBZONE))
-}
-
 /// The `ClusterLoadAssignment` of `cluster` for ranked endpoints (their
 /// `priority`, `weight` and `locality_weight` set): one group per
 /// (priority, locality) in order of priority then first appearance; each
@@ -98,16 +93,7 @@ fn locality_of(e: &Endpoint) -> (String, String, String) {
 /// istiod writes it, or the `distribute` weight when one is set. Endpoints
 /// named in `remote` are on another network than the waypoint.
 pub fn load_assignment(cluster: &str, endpoints: &[Endpoint], remote: &BTreeSet<String>) -> Value {
-    type Key = (u32, (String, String, String));
-    let mut groups: Vec<(Key, Vec<&Endpoint>)> = Vec::new();
-    for e in endpoints {
-        let key = (e.priority, locality_of(e));
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, members)) => members.push(e),
-            None => groups.push((key, vec![e])),
-        }
-    }
-    groups.sort_by_key(|((p, _), _)| *p);
+    let groups = group_endpoints(endpoints, |e| (e.priority, locality_of(e)));
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|((priority, (region, zone, sub_zone)), members)| {
@@ -251,6 +237,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envoy::config::{LABEL_REGION, LABEL_ZONE};
     use std::net::SocketAddr;
 
     fn ep(name: &str, last: u8, zone: &str, priority: u32) -> Endpoint {

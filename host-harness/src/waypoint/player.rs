@@ -164,6 +164,67 @@ fn cluster_policy(settings: &Settings, layout: &Layout, scale: f64) -> Value {
     Value::Object(out)
 }
 
+/// The waypoint's bootstrap as istiod renders it (the golden case), with
+/// the filter, the node (its locality only when given) and the retries.
+fn render_bootstrap(
+    scenario: &Scenario,
+    start: &Start,
+    settings: &Settings,
+    layout: &Layout,
+    locality: Option<&BTreeMap<String, String>>,
+) -> Result<Value> {
+    let retry = scenario.retries.as_ref().map(|r| {
+        RetryPolicy {
+            previous_hosts: true,
+            ..RetryPolicy::new(r.attempts, r.retry_on.join(","))
+        }
+        .to_json()
+    });
+    let input = RenderInput {
+        golden: start.golden,
+        layout,
+        plugin_config: start.plugin_config.to_string(),
+        wasm: Some(start.wasm),
+        admin_port: render::free_port().map_err(HarnessError::io("admin port"))?,
+        node: node(&scenario.client_labels, locality),
+        cluster_policy: cluster_policy(settings, layout, start.scale),
+        retry,
+    };
+    let rendered = render::render(&input).map_err(|message| HarnessError::File {
+        file: format!("tests/golden/istiod/{}", start.golden.case),
+        message,
+    })?;
+    Ok(rendered.bootstrap)
+}
+
+/// Envoy names a pod by its internal addresses (one per CONNECT
+/// listener): each becomes an alias of the pod's name.
+fn alias_internal_addresses(rig: &mut Rig, scenario: &Scenario) -> Result<()> {
+    for e in &scenario.endpoints {
+        let addr = rig.addr(&e.name)?.to_string();
+        for listener in [CONNECT_ORIGINATE, INNER_CONNECT_ORIGINATE] {
+            rig.alias(eds::host_name(listener, &addr), e.name.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Sends the warm-up request, then waits until every filter VM adopted its
+/// first inventory (said, not fatal, when one did not); returns how many
+/// VMs there are: one per worker and one on the main thread.
+fn first_inventories(rig: &Rig, scenario: &Scenario, inventory_lag: Duration) -> Result<u64> {
+    let vms = scenario.workers.max(1) as u64 + 1;
+    let before = inventory_updates(rig);
+    warm_up(rig)?;
+    if !wait_adopted(rig, before + vms, inventory_lag * 10) {
+        eprintln!(
+            "waypoint mode, {}: the filter did not report its first inventory on every worker; playing on",
+            scenario.name
+        );
+    }
+    Ok(vms)
+}
+
 /// What [`WaypointPlayer::start`] needs besides the scenario.
 pub struct Start<'a> {
     pub golden: &'a Golden,
@@ -199,29 +260,10 @@ impl WaypointPlayer {
                 scenario.name
             );
         }
-        let retry = scenario.retries.as_ref().map(|r| {
-            RetryPolicy {
-                previous_hosts: true,
-                ..RetryPolicy::new(r.attempts, r.retry_on.join(","))
-            }
-            .to_json()
-        });
-        let input = RenderInput {
-            golden: start.golden,
-            layout: &layout,
-            plugin_config: start.plugin_config.to_string(),
-            wasm: Some(start.wasm),
-            admin_port: render::free_port().map_err(HarnessError::io("admin port"))?,
-            node: node(&scenario.client_labels, locality.as_ref().map(|(l, _)| l)),
-            cluster_policy: cluster_policy(&settings, &layout, start.scale),
-            retry,
-        };
-        let rendered = render::render(&input).map_err(|message| HarnessError::File {
-            file: format!("tests/golden/istiod/{}", start.golden.case),
-            message,
-        })?;
+        let node_locality = locality.as_ref().map(|(l, _)| l);
+        let bootstrap = render_bootstrap(scenario, &start, &settings, &layout, node_locality)?;
         let generated = Generated {
-            bootstrap: rendered.bootstrap,
+            bootstrap,
             clusters: None,
             load_assignment: Some(eds::load_assignment(SERVICE_CLUSTER, &ranked, &remote)),
         };
@@ -235,22 +277,8 @@ impl WaypointPlayer {
         )?;
         // Envoy's own outlier detection ejects on its main thread.
         rig.settle = true;
-        for e in &scenario.endpoints {
-            let addr = rig.addr(&e.name)?.to_string();
-            for listener in [CONNECT_ORIGINATE, INNER_CONNECT_ORIGINATE] {
-                rig.alias(eds::host_name(listener, &addr), e.name.clone());
-            }
-        }
-        // One VM per worker and one on the main thread, each adopting.
-        let vms = scenario.workers.max(1) as u64 + 1;
-        let before = inventory_updates(&rig);
-        warm_up(&rig)?;
-        if !wait_adopted(&rig, before + vms, start.inventory_lag * 10) {
-            eprintln!(
-                "waypoint mode, {}: the filter did not report its first inventory on every worker; playing on",
-                scenario.name
-            );
-        }
+        alias_internal_addresses(&mut rig, scenario)?;
+        let vms = first_inventories(&rig, scenario, start.inventory_lag)?;
         let player = WaypointPlayer {
             rig,
             layout,
@@ -323,15 +351,8 @@ impl RealEnvoy for WaypointPlayer {
 
     /// The pods Envoy's own outlier detection ejected (`/clusters`).
     fn ejected_now(&mut self) -> Vec<String> {
-        let mut names: Vec<String> = eds::hosts(&self.rig.envoy, SERVICE_CLUSTER)
-            .map(|hs| {
-                hs.into_iter()
-                    .filter(|h| h.outlier_ejected)
-                    .map(|h| self.rig.name_of(&h.id))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        let hosts = eds::hosts(&self.rig.envoy, SERVICE_CLUSTER).unwrap_or_default();
+        let hosts = hosts.iter().map(|h| (h.id.as_str(), h.outlier_ejected));
+        self.rig.ejected_names(hosts)
     }
 }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::eds::{CONNECT_ORIGINATE, INNER_CONNECT_ORIGINATE};
 use super::golden::{Golden, SERVICE_CLUSTER};
 use crate::envoy::accesslog::{DOWNSTREAM_FORMAT, UPSTREAM_FORMAT};
-use crate::envoy::config::{Layout, LISTENER_NAME};
+use crate::envoy::config::{file_log, Layout, LISTENER_NAME};
 
 /// Id and one-line summary of every substitution the renderer makes. The
 /// README (`envoy/waypoint/README.md`) explains each id.
@@ -45,8 +45,6 @@ const TYPE_TCP_PROXY: &str =
 const TYPE_HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TYPE_ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
-const TYPE_FILE_LOG: &str =
-    "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 const TYPE_INTERNAL_UPSTREAM: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport";
 const TYPE_RAW_BUFFER: &str =
@@ -166,17 +164,6 @@ fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
         Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
         _ => None,
     }
-}
-
-fn file_log(path: &Path, format: &str) -> Value {
-    json!({
-        "name": "envoy.access_loggers.file",
-        "typed_config": {
-            "@type": TYPE_FILE_LOG,
-            "path": path.to_string_lossy(),
-            "log_format": { "text_format_source": { "inline_string": format } }
-        }
-    })
 }
 
 fn internal_upstream_raw() -> Value {

@@ -85,6 +85,34 @@ pub(super) fn socket_address(a: &SocketAddr) -> Value {
     json!({ "socket_address": { "address": a.ip().to_string(), "port_value": a.port() } })
 }
 
+/// A group of endpoints: (priority, (region, zone, sub_zone)).
+pub type GroupKey = (u32, (String, String, String));
+
+/// Endpoints grouped by `key`, the groups in order of first appearance
+/// and then (a stable sort) of priority, as istiod's `endpoint_builder.go`
+/// orders its `LocalityLbEndpoints`.
+pub fn group_endpoints<'a>(
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+    key: impl Fn(&Endpoint) -> GroupKey,
+) -> Vec<(GroupKey, Vec<&'a Endpoint>)> {
+    let mut groups: Vec<(GroupKey, Vec<&Endpoint>)> = Vec::new();
+    for e in endpoints {
+        let key = key(e);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(e),
+            None => groups.push((key, vec![e])),
+        }
+    }
+    groups.sort_by_key(|((p, _), _)| *p);
+    groups
+}
+
+/// An endpoint's (region, zone, sub_zone), from its topology labels.
+pub fn locality_of(e: &Endpoint) -> (String, String, String) {
+    let get = |k: &str| e.labels.get(k).cloned().unwrap_or_default();
+    (get(LABEL_REGION), get(LABEL_ZONE), get(LABEL_SUBZONE))
+}
+
 /// A `ClusterLoadAssignment`. With `by_priority`: one `LocalityLbEndpoints`
 /// per (priority, locality), in order of priority then first appearance;
 /// otherwise all endpoints in one group at priority 0. With
@@ -95,24 +123,13 @@ pub(super) fn load_assignment(
     by_priority: bool,
     locality_weights: bool,
 ) -> Value {
-    let locality_of = |e: &Endpoint| -> (String, String, String) {
-        let get = |k: &str| e.labels.get(k).cloned().unwrap_or_default();
-        (get(LABEL_REGION), get(LABEL_ZONE), get(LABEL_SUBZONE))
-    };
-    type Group<'a> = ((u32, (String, String, String)), Vec<&'a Endpoint>);
-    let mut groups: Vec<Group> = Vec::new();
-    for e in endpoints {
-        let key = if by_priority {
+    let groups = group_endpoints(endpoints, |e| {
+        if by_priority {
             (e.priority, locality_of(e))
         } else {
             (0, Default::default())
-        };
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, members)) => members.push(e),
-            None => groups.push((key, vec![e])),
         }
-    }
-    groups.sort_by_key(|((p, _), _)| *p);
+    });
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|((priority, (region, zone, sub_zone)), members)| {
@@ -149,7 +166,8 @@ pub(super) fn admin(frontend: &Frontend) -> Value {
     json!({ "address": { "socket_address": { "address": "127.0.0.1", "port_value": frontend.admin_port } } })
 }
 
-pub(super) fn file_log(path: &Path, format: &str) -> Value {
+/// A file access logger writing `format` lines to `path`.
+pub fn file_log(path: &Path, format: &str) -> Value {
     json!({
         "name": "envoy.access_loggers.file",
         "typed_config": {
