@@ -523,7 +523,8 @@ fn a_client_session_header_never_picks_the_upstream() {
         0,
         "a client-chosen endpoint was reached"
     );
-    assert!(rig.metric("client_header_removed") >= 13);
+    // No counter to check: the filter never reads the client's header (its
+    // own write replaces every value), so what reached whom is the proof.
 }
 
 #[test]
