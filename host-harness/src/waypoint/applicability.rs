@@ -113,20 +113,38 @@ pub enum Shape {
     Flat,
 }
 
+/// Whether a scenario plays on the waypoint, and in which shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applicability {
+    Plays(Shape),
+    /// It cannot apply there; the reason is printed with the skip.
+    Skip(String),
+}
+
+impl Applicability {
+    /// The reason of a skip, `None` when the scenario plays.
+    pub fn skip_reason(&self) -> Option<&str> {
+        match self {
+            Applicability::Plays(_) => None,
+            Applicability::Skip(why) => Some(why),
+        }
+    }
+}
+
 /// The shape a scenario plays in (the gateway one when it applies, else
 /// the flat one), or why neither applies.
-pub fn decide(scenario: &Scenario) -> Result<std::result::Result<Shape, String>> {
+pub fn decide(scenario: &Scenario) -> Result<Applicability> {
     if let Some(why) = common_reason(scenario) {
-        return Ok(Err(why));
+        return Ok(Applicability::Skip(why));
     }
     let gateway = gateway_reason(scenario)?;
     let Some(gateway) = gateway else {
-        return Ok(Ok(Shape::Gateway));
+        return Ok(Applicability::Plays(Shape::Gateway));
     };
     let flat = seen_reason(scenario, &BTreeSet::new(), "")?;
     Ok(match flat {
-        None => Ok(Shape::Flat),
-        Some(flat) => Err(format!(
+        None => Applicability::Plays(Shape::Flat),
+        Some(flat) => Applicability::Skip(format!(
             "behind east-west gateways: {gateway}; as plain endpoints (no gateway): {flat}"
         )),
     })
@@ -250,7 +268,11 @@ mod tests {
             "seed-step6-outlier-ejection",
         ] {
             let s = load(&format!("../shared/scenarios/{f}.json"));
-            assert_eq!(decide(&s).unwrap(), Ok(Shape::Gateway), "{f}");
+            assert_eq!(
+                decide(&s).unwrap(),
+                Applicability::Plays(Shape::Gateway),
+                "{f}"
+            );
         }
     }
 
@@ -258,7 +280,8 @@ mod tests {
     fn custom_labels_and_hostnames_do_not() {
         for f in ["06-custom-label-prefix", "10-prefer-same-node"] {
             let s = load(&format!("tests/scenarios/{f}.json"));
-            let why = decide(&s).unwrap().expect_err(f);
+            let decision = decide(&s).unwrap();
+            let why = decision.skip_reason().expect(f);
             assert!(why.contains("never receives"), "{f}: {why}");
         }
     }
@@ -266,13 +289,14 @@ mod tests {
     #[test]
     fn without_a_network_ranking_pods_of_other_networks_play_flat() {
         let s = load("tests/scenarios/11-default-locality-tiers.json");
-        assert_eq!(decide(&s).unwrap(), Ok(Shape::Flat));
+        assert_eq!(decide(&s).unwrap(), Applicability::Plays(Shape::Flat));
     }
 
     #[test]
     fn connect_failure_retries_of_refused_pods_do_not() {
         let s = load("tests/scenarios/25-refused-with-connect-failure-retry.json");
-        let why = decide(&s).unwrap().unwrap_err();
+        let decision = decide(&s).unwrap();
+        let why = decision.skip_reason().unwrap();
         assert!(why.contains("UC"), "{why}");
     }
 }

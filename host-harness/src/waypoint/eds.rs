@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::envoy::config::Layout;
 use crate::envoy::config::{eds_file, group_endpoints, locality_of, write_atomically, Endpoint};
 use crate::envoy::EnvoyProcess;
+use crate::error::{HarnessError, Result};
 
 /// The internal listener every in-mesh pod is reached through.
 pub const CONNECT_ORIGINATE: &str = "connect_originate";
@@ -145,17 +146,18 @@ pub struct InternalHost {
 }
 
 /// The hosts of `cluster`, from the admin's `/clusters?format=json`.
-pub fn hosts(envoy: &EnvoyProcess, cluster: &str) -> Result<Vec<InternalHost>, String> {
+pub fn hosts(envoy: &EnvoyProcess, cluster: &str) -> Result<Vec<InternalHost>> {
     let text = envoy
         .admin_get("/clusters?format=json")
-        .map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("/clusters: {e}"))?;
+        .map_err(HarnessError::envoy("admin /clusters"))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| HarnessError::Traffic(format!("admin /clusters: {e}")))?;
     let c = v["cluster_statuses"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|c| c["name"].as_str() == Some(cluster))
-        .ok_or_else(|| format!("/clusters: no cluster {cluster}"))?;
+        .ok_or_else(|| HarnessError::unknown("cluster in admin /clusters", cluster))?;
     let mut out = Vec::new();
     for h in c["host_statuses"].as_array().into_iter().flatten() {
         let a = &h["address"];
@@ -196,15 +198,15 @@ pub fn apply(
     cla: &Value,
     version: u64,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<()> {
     let name = cla["cluster_name"].as_str().unwrap_or_default().to_string();
     let ok_stat = format!("cluster.{stat_name}.update_success");
     let bad_stat = format!("cluster.{stat_name}.update_rejected");
     let ok_before = envoy.stat(&ok_stat).unwrap_or(0);
     let bad_before = envoy.stat(&bad_stat).unwrap_or(0);
     let text = serde_json::to_string_pretty(&eds_file(&version.to_string(), cla))
-        .map_err(|e| e.to_string())?;
-    write_atomically(&layout.eds(), &text).map_err(|e| format!("EDS file: {e}"))?;
+        .map_err(|e| HarnessError::Traffic(format!("EDS version {version}: {e}")))?;
+    write_atomically(&layout.eds(), &text).map_err(HarnessError::io("EDS file"))?;
     let want = expected_hosts(cla);
     let mut rejected = false;
     let applied = envoy.wait_for(timeout, |e| {
@@ -221,15 +223,15 @@ pub fn apply(
                     .unwrap_or(false))
     });
     if rejected {
-        return Err(format!(
+        return Err(HarnessError::Traffic(format!(
             "EDS version {version} rejected; log tail:\n{}",
             envoy.log_tail(20)
-        ));
+        )));
     }
     if !applied {
-        return Err(format!(
+        return Err(HarnessError::Traffic(format!(
             "EDS version {version}: hosts of {name} not applied after {timeout:?}"
-        ));
+        )));
     }
     Ok(())
 }

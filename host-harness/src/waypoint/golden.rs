@@ -30,22 +30,43 @@ pub fn golden_root() -> PathBuf {
         .join("istiod")
 }
 
-fn read_json(dir: &Path, file: &str) -> Result<Value, String> {
-    let path = dir.join(file);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+/// What is wrong with a golden file, or with the configuration rendered
+/// from it: the shape istiod's output was expected to have, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ShapeError(pub String);
+
+impl From<String> for ShapeError {
+    fn from(message: String) -> Self {
+        ShapeError(message)
+    }
 }
 
-fn read_list(dir: &Path, file: &str) -> Result<Vec<Value>, String> {
+impl From<&str> for ShapeError {
+    fn from(message: &str) -> Self {
+        ShapeError(message.to_string())
+    }
+}
+
+fn read_json(dir: &Path, file: &str) -> Result<Value, ShapeError> {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| ShapeError(format!("{}: {e}", path.display())))
+}
+
+fn read_list(dir: &Path, file: &str) -> Result<Vec<Value>, ShapeError> {
     match read_json(dir, file)? {
         Value::Array(a) => Ok(a),
-        _ => Err(format!("{}/{file}: not a JSON list", dir.display())),
+        _ => Err(ShapeError(format!(
+            "{}/{file}: not a JSON list",
+            dir.display()
+        ))),
     }
 }
 
 impl Golden {
     /// Loads `tests/golden/istiod/<case>/`.
-    pub fn load(case: &str) -> Result<Golden, String> {
+    pub fn load(case: &str) -> Result<Golden, ShapeError> {
         let dir = golden_root().join(case);
         Ok(Golden {
             case: case.to_string(),
@@ -57,21 +78,21 @@ impl Golden {
         })
     }
 
-    pub fn listener(&self, name: &str) -> Result<&Value, String> {
+    pub fn listener(&self, name: &str) -> Result<&Value, ShapeError> {
         find(&self.listeners, "name", name)
-            .ok_or_else(|| format!("golden {}: no listener {name}", self.case))
+            .ok_or_else(|| ShapeError(format!("golden {}: no listener {name}", self.case)))
     }
 
-    pub fn cluster(&self, name: &str) -> Result<&Value, String> {
+    pub fn cluster(&self, name: &str) -> Result<&Value, ShapeError> {
         find(&self.clusters, "name", name)
-            .ok_or_else(|| format!("golden {}: no cluster {name}", self.case))
+            .ok_or_else(|| ShapeError(format!("golden {}: no cluster {name}", self.case)))
     }
 
     /// The ECDS resource named `name` (what pilot-agent hands Envoy for a
     /// `config_discovery` HTTP filter).
-    pub fn extension_config(&self, name: &str) -> Result<&Value, String> {
+    pub fn extension_config(&self, name: &str) -> Result<&Value, ShapeError> {
         find(&self.ecds, "name", name)
-            .ok_or_else(|| format!("golden {}: no ECDS resource {name}", self.case))
+            .ok_or_else(|| ShapeError(format!("golden {}: no ECDS resource {name}", self.case)))
     }
 
     /// The name a cluster's stats carry (`alt_stat_name`, else its name).

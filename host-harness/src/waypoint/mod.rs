@@ -68,8 +68,8 @@ pub fn plugin_config(scaled: &Value) -> Value {
 
 pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult>, Vec<Mismatch>)> {
     let shape = match applicability::decide(scenario)? {
-        Ok(shape) => shape,
-        Err(reason) => {
+        applicability::Applicability::Plays(shape) => shape,
+        applicability::Applicability::Skip(reason) => {
             eprintln!("waypoint mode, {}: SKIP: {reason}", scenario.name);
             return Ok((Vec::new(), Vec::new()));
         }
@@ -92,9 +92,9 @@ pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult
         }
         _ => golden::case_for(&config),
     };
-    let golden = golden::Golden::load(case).map_err(|message| HarnessError::File {
+    let golden = golden::Golden::load(case).map_err(|shape| HarnessError::File {
         file: format!("tests/golden/istiod/{case}"),
-        message,
+        message: shape.to_string(),
     })?;
     eprintln!(
         "waypoint mode, {}: golden case {case} (istiod {}), pods of other networks {}; every duration scaled by {scale} (--time-scale): {}",

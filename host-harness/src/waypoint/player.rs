@@ -190,9 +190,9 @@ fn render_bootstrap(
         cluster_policy: cluster_policy(settings, layout, start.scale),
         retry,
     };
-    let rendered = render::render(&input).map_err(|message| HarnessError::File {
+    let rendered = render::render(&input).map_err(|shape| HarnessError::File {
         file: format!("tests/golden/istiod/{}", start.golden.case),
-        message,
+        message: shape.to_string(),
     })?;
     Ok(rendered.bootstrap)
 }
@@ -316,8 +316,7 @@ impl WaypointPlayer {
             &cla,
             self.version,
             XDS_TIMEOUT,
-        )
-        .map_err(HarnessError::Traffic)?;
+        )?;
         if !wait_adopted(&self.rig, before + self.vms, self.inventory_lag) {
             eprintln!(
                 "waypoint mode, {}: EDS version {}: not every worker reported the new inventory within {:?}",

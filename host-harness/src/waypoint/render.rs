@@ -18,7 +18,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::eds::{CONNECT_ORIGINATE, INNER_CONNECT_ORIGINATE};
-use super::golden::{Golden, SERVICE_CLUSTER};
+use super::golden::{Golden, ShapeError, SERVICE_CLUSTER};
 use crate::envoy::accesslog::{DOWNSTREAM_FORMAT, UPSTREAM_FORMAT};
 use crate::envoy::config::{file_log, Layout, LISTENER_NAME};
 
@@ -89,7 +89,7 @@ struct Renderer<'a> {
 
 /// Renders the bootstrap (static resources only; the EDS of the service
 /// cluster comes from `layout.eds()`).
-pub fn render(input: &RenderInput) -> Result<Rendered, String> {
+pub fn render(input: &RenderInput) -> Result<Rendered, ShapeError> {
     let mut r = Renderer {
         input,
         applied: Vec::new(),
@@ -132,7 +132,7 @@ pub fn render(input: &RenderInput) -> Result<Rendered, String> {
 /// chain: the first IP range of its IP matcher (at the top, or after the
 /// multi-network authority matcher's `on_no_match`) and the port key that
 /// leads to the service chain.
-fn main_internal_vip(listener: &Value) -> Result<String, String> {
+fn main_internal_vip(listener: &Value) -> Result<String, ShapeError> {
     let matcher = listener
         .get("filter_chain_matcher")
         .ok_or("golden main_internal: no filter_chain_matcher")?;
@@ -207,7 +207,7 @@ impl Renderer<'_> {
     }
 
     /// The golden main_internal listener with only the service's HTTP chain.
-    fn main_internal(&mut self) -> Result<Value, String> {
+    fn main_internal(&mut self) -> Result<Value, ShapeError> {
         let mut l = self.input.golden.listener("main_internal")?.clone();
         let chains = l["filter_chains"]
             .as_array_mut()
@@ -215,9 +215,9 @@ impl Renderer<'_> {
         let before = chains.len();
         chains.retain(|c| c["name"].as_str() == Some(SERVICE_CLUSTER));
         if chains.len() != 1 {
-            return Err(format!(
+            return Err(ShapeError(format!(
                 "golden main_internal: no chain named {SERVICE_CLUSTER}"
-            ));
+            )));
         }
         if before > 1 {
             self.applied.push("direct-chains-dropped");
@@ -236,7 +236,7 @@ impl Renderer<'_> {
         Ok(l)
     }
 
-    fn http_connection_manager(&mut self, hcm: &mut Value) -> Result<(), String> {
+    fn http_connection_manager(&mut self, hcm: &mut Value) -> Result<(), ShapeError> {
         let log = self.input.layout.access_log();
         hcm["stat_prefix"] = json!(LISTENER_NAME);
         hcm["always_set_request_id_in_response"] = json!(true);
@@ -278,7 +278,7 @@ impl Renderer<'_> {
 
     /// The ECDS resource the filter names, inlined, with a local module
     /// and the scenario's plugin configuration.
-    fn wasm_filter(&mut self, filter: &Value) -> Result<Value, String> {
+    fn wasm_filter(&mut self, filter: &Value) -> Result<Value, ShapeError> {
         let name = filter["name"]
             .as_str()
             .ok_or("config_discovery filter without a name")?;
@@ -295,7 +295,7 @@ impl Renderer<'_> {
 
     /// The golden inbound-vip cluster: EDS from the watched file, the
     /// scenario's DestinationRule fields.
-    fn service_cluster(&mut self) -> Result<Value, String> {
+    fn service_cluster(&mut self) -> Result<Value, ShapeError> {
         let mut c = self.input.golden.cluster(SERVICE_CLUSTER)?.clone();
         let layout = self.input.layout;
         c["eds_cluster_config"]["eds_config"] = json!({
@@ -319,7 +319,7 @@ impl Renderer<'_> {
 
     /// connect_originate's tunnel goes to the ztunnel stand-in, plain h2
     /// (the golden HTTP/2 options kept).
-    fn connect_originate_cluster(&mut self) -> Result<Value, String> {
+    fn connect_originate_cluster(&mut self) -> Result<Value, ShapeError> {
         let g = self.input.golden.cluster(CONNECT_ORIGINATE)?;
         self.applied.push("connect-originate-plain");
         Ok(json!({
@@ -336,7 +336,7 @@ impl Renderer<'_> {
 
     /// inner_connect_originate: the golden listener's tunnel, but straight
     /// to the pod (connect_originate's shape) instead of a double CONNECT.
-    fn inner_connect_originate(&mut self) -> Result<Value, String> {
+    fn inner_connect_originate(&mut self) -> Result<Value, ShapeError> {
         let golden = self.input.golden.listener(INNER_CONNECT_ORIGINATE)?;
         let headers = golden
             .pointer("/filter_chains/0/filters")
