@@ -196,7 +196,10 @@ phase() {
   # Envoy's own replies: which address did the attempt go to? (access log)
   if [ ${#unmatched[@]} -gt 0 ]; then
     local log_ok=
-    for _ in $(seq 1 50); do
+    # Up to 20 s: Envoy flushes its access log about once a second, and
+    # podman's log file can lag behind that under load (a CI run once missed
+    # a line after 5 s).
+    for _ in $(seq 1 200); do
       podman logs "$ENVOY_CID" >"$tmp/envoy.log" 2>&1 || true
       log_ok=1
       for rid in "${unmatched[@]}"; do grep -q "^D .* $rid\$" "$tmp/envoy.log" || { log_ok=; break; }; done

@@ -1,5 +1,6 @@
 //! 1. Envoy: CPU per request and latency of (a), (b), (c) and the floor.
 
+use crate::BenchError;
 use std::path::{Path, PathBuf};
 
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use host_harness::envoy::{EnvoyProcess, FilterModeConfig, Layout, Steering, Wasm
 use serde_json::{json, Value};
 
 /// (c) must have steered every request to priority 0, without host errors.
-pub(crate) fn check_filter_stats(name: &str, envoy: &EnvoyProcess) -> Result<(), String> {
+pub(crate) fn check_filter_stats(name: &str, envoy: &EnvoyProcess) -> Result<(), BenchError> {
     if !name.starts_with(Variant::Filter.short()) {
         return Ok(());
     }
@@ -35,7 +36,9 @@ pub(crate) fn check_filter_stats(name: &str, envoy: &EnvoyProcess) -> Result<(),
         "filter stats: {total} steered, {p0} to P0, {errs} host errors"
     ));
     if total == 0 || p0 != total || errs != 0 {
-        return Err(format!("the filter did not steer as expected: {stats:?}"));
+        return Err(BenchError::from(format!(
+            "the filter did not steer as expected: {stats:?}"
+        )));
     }
     Ok(())
 }
@@ -52,7 +55,7 @@ pub(crate) struct EnvoyBench<'a> {
     pub(crate) floor_extra: bool,
 }
 
-pub(crate) fn bench_envoy(b: &EnvoyBench<'_>, phases: &[EnvoyParams]) -> Result<(), String> {
+pub(crate) fn bench_envoy(b: &EnvoyBench<'_>, phases: &[EnvoyParams]) -> Result<(), BenchError> {
     let work = host_harness::envoy::TempDir::new("bench").map_err(|e| e.to_string())?;
     let tck = clk_tck();
     for p in phases {

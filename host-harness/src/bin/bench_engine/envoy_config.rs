@@ -1,6 +1,7 @@
 //! The Envoy configurations measured: (a) native, (b) no-op wasm, (c) the
 //! filter, on the guide's four endpoints.
 
+use crate::BenchError;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -116,7 +117,7 @@ pub(crate) fn generate(
     layout: &Layout,
     filter_wasm: &Path,
     noop_wasm: &Path,
-) -> Result<host_harness::envoy::Generated, String> {
+) -> Result<host_harness::envoy::Generated, BenchError> {
     let endpoints = guide_endpoints(addrs);
     let mut generated = match variant {
         Variant::Native | Variant::Noop => {

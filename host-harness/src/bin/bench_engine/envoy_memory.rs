@@ -1,5 +1,6 @@
 //! 4. Memory in a real Envoy: wasm linear memory and RSS.
 
+use crate::BenchError;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -100,7 +101,7 @@ fn memory_config(n: usize, filter_wasm: Option<&Path>) -> FilterModeConfig {
 
 /// A few requests (connect failures: nobody listens; the first makes the
 /// filter load the inventory), then the filter's inventory update count.
-fn poke(envoy: &EnvoyProcess) -> Result<u64, String> {
+fn poke(envoy: &EnvoyProcess) -> Result<u64, BenchError> {
     let addr = envoy.listener().map_err(|e| e.to_string())?;
     for _ in 0..5 {
         let _ = host_harness::envoy::http_get(addr, "/", &[], Duration::from_secs(20));
@@ -116,7 +117,7 @@ fn poke(envoy: &EnvoyProcess) -> Result<u64, String> {
 fn update_inventory(
     envoy: &EnvoyProcess,
     cfg: &mut FilterModeConfig,
-) -> Result<Vec<(u64, u64)>, String> {
+) -> Result<Vec<(u64, u64)>, BenchError> {
     cfg.revision = "2".into();
     if let Some(e) = cfg.endpoints.get_mut(1) {
         e.weight = 2;
@@ -136,7 +137,7 @@ fn update_inventory(
     Ok(after)
 }
 
-pub(crate) fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), String> {
+pub(crate) fn bench_envoy_memory(filter_wasm: &Path) -> Result<(), BenchError> {
     let work = host_harness::envoy::TempDir::new("bench-mem").map_err(|e| e.to_string())?;
     let mut rss: BTreeMap<(bool, usize), u64> = BTreeMap::new();
     let mut wasm_at_10k = Vec::new();

@@ -52,6 +52,23 @@ use crate::report::row;
 use crate::rounds::envoy_phases;
 use crate::upstream::serve;
 
+/// Why a benchmark could not run (not a missed target: those are rows).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BenchError(String);
+
+impl From<String> for BenchError {
+    fn from(message: String) -> Self {
+        BenchError(message)
+    }
+}
+
+impl From<&str> for BenchError {
+    fn from(message: &str) -> Self {
+        BenchError(message.to_string())
+    }
+}
+
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -113,7 +130,7 @@ fn run_envoy(args: &[String]) -> ExitCode {
     .collect();
     match bench_envoy(&bench, &phases) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => failed("1", "Envoy benchmark", &e),
+        Err(e) => failed("1", "Envoy benchmark", &e.to_string()),
     }
 }
 
@@ -141,7 +158,7 @@ fn main() -> ExitCode {
         }
         Some("envoy-memory") => {
             if let Err(e) = bench_envoy_memory(&wasm) {
-                return failed("4", "Envoy memory benchmark", &e);
+                return failed("4", "Envoy memory benchmark", &e.to_string());
             }
         }
         Some("serve") => return serve(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1)),

@@ -1,5 +1,6 @@
 //! Measuring an Envoy process: CPU ticks, wrk, pinning, interleaved rounds.
 
+use crate::BenchError;
 use std::process::{Command, Stdio};
 
 use crate::rounds::EnvoyParams;
@@ -68,7 +69,7 @@ pub(crate) fn run_wrk(
     threads: u32,
     seconds: u32,
     cpus: Option<&str>,
-) -> Result<WrkResult, String> {
+) -> Result<WrkResult, BenchError> {
     let mut cmd = Command::new("nice");
     cmd.args(["-n", NICE]);
     match cpus {
@@ -114,10 +115,10 @@ pub(crate) fn run_wrk(
         }
     }
     if r.requests == 0 {
-        return Err(format!(
+        return Err(BenchError::from(format!(
             "wrk gave no result:\n{text}\n{}",
             String::from_utf8_lossy(&out.stderr)
-        ));
+        )));
     }
     Ok(r)
 }
@@ -137,7 +138,7 @@ pub(crate) fn measure(
     url: &str,
     c: &EnvoyParams,
     tck: f64,
-) -> Result<Measurement, String> {
+) -> Result<Measurement, BenchError> {
     let pid = envoy.pid();
     let before = cpu_ticks(pid).ok_or("cannot read /proc/<envoy>/stat")?;
     let w = run_wrk(

@@ -1,5 +1,6 @@
 //! 1p. Prices single host calls with the probe filter.
 
+use crate::BenchError;
 use std::path::Path;
 
 use crate::envoy_config::{generate, insert_http_filter, Variant};
@@ -16,7 +17,7 @@ pub(crate) fn bench_envoy_probe(
     seconds: u32,
     repeats: usize,
     n: u32,
-) -> Result<(), String> {
+) -> Result<(), BenchError> {
     let work = host_harness::envoy::TempDir::new("probe").map_err(|e| e.to_string())?;
     let tck = clk_tck();
     let p = EnvoyParams {

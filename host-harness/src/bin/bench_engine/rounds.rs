@@ -7,6 +7,7 @@
 //! rounds a, b, c, a, b, c, ...), and reported as the median over every
 //! sample with the min-max spread.
 
+use crate::BenchError;
 use std::collections::BTreeMap;
 
 use crate::measure::{measure, pin, run_wrk, Measurement};
@@ -33,7 +34,7 @@ pub(crate) struct EnvoyParams {
 pub(crate) type Config = (String, Generated, Layout);
 
 /// A check run on each process after its rounds (e.g. the filter's stats).
-pub(crate) type Check<'a> = &'a dyn Fn(&str, &EnvoyProcess) -> Result<(), String>;
+pub(crate) type Check<'a> = &'a dyn Fn(&str, &EnvoyProcess) -> Result<(), BenchError>;
 
 /// Samples per configuration, each tagged with its process generation.
 #[derive(Default)]
@@ -108,7 +109,7 @@ pub(crate) fn run_rounds(
     configs: &[Config],
     tck: f64,
     check: Check<'_>,
-) -> Result<Results, String> {
+) -> Result<Results, BenchError> {
     let mut results = Results::default();
     for process in 0..p.processes.max(1) {
         // Rotate the order per generation: no configuration always goes first.
@@ -140,7 +141,7 @@ pub(crate) fn run_rounds(
 fn start_generation(
     p: &EnvoyParams,
     configs: &[&Config],
-) -> Result<Vec<(String, EnvoyProcess, String)>, String> {
+) -> Result<Vec<(String, EnvoyProcess, String)>, BenchError> {
     let mut envoys = Vec::new();
     for (name, generated, layout) in configs {
         let opts = EnvoyOptions {

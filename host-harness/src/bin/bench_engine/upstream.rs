@@ -1,5 +1,6 @@
 //! The upstream server (`serve`): one thread per connection, a fixed 200.
 
+use crate::BenchError;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -79,7 +80,7 @@ pub(crate) struct UpstreamProcess {
 }
 
 impl UpstreamProcess {
-    pub(crate) fn start(n: usize, cpus: Option<&str>) -> Result<UpstreamProcess, String> {
+    pub(crate) fn start(n: usize, cpus: Option<&str>) -> Result<UpstreamProcess, BenchError> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut cmd = Command::new("nice");
         cmd.args(["-n", NICE]);
