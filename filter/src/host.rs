@@ -44,6 +44,12 @@ pub trait Host {
     /// when absent. The filter reads only `:status` this way: one buffer
     /// instead of `response.code` (a property read, ~2x the host work).
     fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    /// Every response header in one buffer, encoded as proxy-wasm's
+    /// `get_header_map_pairs` returns them ([`decode::header_pairs`]): one
+    /// buffer for `:status` and `x-envoy-attempt-count` together.
+    fn response_header_pairs(&self) -> Result<Option<Vec<u8>>, HostError> {
+        Err(unsupported("get_header_map_pairs"))
+    }
     /// Sets (`Some`) or removes (`None`) a request header. Envoy's replace
     /// removes every value the header had; a remove returns no buffer.
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
@@ -172,6 +178,69 @@ pub mod decode {
         std::str::from_utf8(bytes).ok().map(str::to_string)
     }
 
+    /// proxy-wasm's header-pairs encoding: a u32 count, a (key length,
+    /// value length) u32 pair per header, then each key and value followed
+    /// by a NUL byte; all little-endian. Yields the pairs in order and stops
+    /// at the first one that does not fit (a malformed buffer yields what
+    /// came before it).
+    pub fn header_pairs(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let u32_at = |at: usize| -> Option<usize> {
+            let arr: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(arr)).ok()
+        };
+        let count = u32_at(0).unwrap_or(0);
+        // The data starts after the count and the length table.
+        let mut data = count
+            .checked_mul(8)
+            .and_then(|t| t.checked_add(4))
+            .unwrap_or(usize::MAX);
+        (0..count).map_while(move |i| {
+            let entry = i.checked_mul(8)?.checked_add(4)?;
+            let key_len = u32_at(entry)?;
+            let value_len = u32_at(entry.checked_add(4)?)?;
+            let key_end = data.checked_add(key_len)?;
+            let key = bytes.get(data..key_end)?;
+            let value_end = key_end.checked_add(1)?.checked_add(value_len)?;
+            let value = bytes.get(key_end.checked_add(1)?..value_end)?;
+            // Each key and value ends with a NUL.
+            if bytes.get(key_end) != Some(&0) || bytes.get(value_end) != Some(&0) {
+                return None;
+            }
+            data = value_end.checked_add(1)?;
+            Some((key, value))
+        })
+    }
+
+    /// The header-pairs encoding of `pairs` (for hosts that simulate Envoy).
+    pub fn encode_header_pairs<'a>(
+        pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let count = pairs.clone().count() as u32;
+        out.extend_from_slice(&count.to_le_bytes());
+        for (k, v) in pairs.clone() {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    /// `x-envoy-attempt-count` as Envoy's router writes it: a decimal
+    /// count from 1. Anything else is `None`.
+    pub fn attempt_count(bytes: &[u8]) -> Option<u32> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        if text.is_empty() || text.len() > 9 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok().filter(|n| *n > 0)
+    }
+
     /// `:status` as Envoy writes it: 3 ASCII digits. Anything else is `None`.
     pub fn status(bytes: &[u8]) -> Option<u16> {
         let [a, b, c] = <[u8; 3]>::try_from(bytes).ok()?;
@@ -199,6 +268,53 @@ mod tests {
             &[0xff, b'0', b'0'],
         ] {
             assert_eq!(decode::status(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn header_pairs_round_trip_and_stop_at_a_truncation() {
+        let pairs = [
+            (":status", "200"),
+            ("x-envoy-attempt-count", "2"),
+            ("empty", ""),
+        ];
+        let bytes = decode::encode_header_pairs(pairs.iter().copied());
+        let back: Vec<(&[u8], &[u8])> = decode::header_pairs(&bytes).collect();
+        let want: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        assert_eq!(back, want);
+        // Every truncation yields a prefix of the pairs, never a wrong one.
+        for len in 0..bytes.len() {
+            let got: Vec<_> = decode::header_pairs(&bytes[..len]).collect();
+            assert!(got.len() < pairs.len(), "{len}");
+            assert_eq!(got[..], want[..got.len()], "{len}");
+        }
+        // A count far beyond the buffer, and lengths past its end.
+        let mut huge = bytes.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode::header_pairs(&huge).count() <= pairs.len());
+        let mut long = bytes;
+        long[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode::header_pairs(&long).count(), 0);
+    }
+
+    #[test]
+    fn attempt_count_is_a_positive_decimal() {
+        assert_eq!(decode::attempt_count(b"1"), Some(1));
+        assert_eq!(decode::attempt_count(b"12"), Some(12));
+        for bad in [
+            &b""[..],
+            b"0",
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"x",
+            b"9999999999",
+            &[0xff],
+        ] {
+            assert_eq!(decode::attempt_count(bad), None, "{bad:?}");
         }
     }
 }

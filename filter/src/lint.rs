@@ -129,8 +129,15 @@ const INVENTORY: &[&str] = &[
     "timeout",
     "maxResponseBytes",
     "clusters",
+    "cluster",
 ];
-const STEERING: &[&str] = &["mode", "header", "addressPrefix", "maxHosts"];
+const STEERING: &[&str] = &[
+    "mode",
+    "header",
+    "addressPrefix",
+    "maxHosts",
+    "attemptCount",
+];
 const LOCALITY: &[&str] = &["region", "zone", "subzone", "network", "labels"];
 
 fn unknown_fields(value: &serde_json::Value, out: &mut Vec<Finding>) {

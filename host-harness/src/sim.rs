@@ -32,6 +32,8 @@ pub struct SharedState {
     pub logs: Vec<(LogLevel, String)>,
     /// Host-call counters, for tests and benchmarks.
     pub calls: CallCounts,
+    /// Property reads by path (segments joined with `.`).
+    pub property_paths: BTreeMap<String, u64>,
     /// Every `dispatch_http_call` the filter made, in order.
     pub http_calls: Vec<HttpCall>,
     next_token: u32,
@@ -202,7 +204,11 @@ fn fault_if(failing: bool, call: &'static str) -> Result<(), HostError> {
 
 impl Host for SimHost<'_> {
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
-        lock(self.shared).calls.property_reads += 1;
+        {
+            let mut shared = lock(self.shared);
+            shared.calls.property_reads += 1;
+            *shared.property_paths.entry(path.join(".")).or_default() += 1;
+        }
         fault_if(self.faults.fail_properties, "get_property")?;
         let key = prop_key(path);
         Ok(self
@@ -223,6 +229,17 @@ impl Host for SimHost<'_> {
             .response_headers
             .get(&name.to_ascii_lowercase())
             .map(|v| v.as_bytes().to_vec()))
+    }
+
+    fn response_header_pairs(&self) -> Result<Option<Vec<u8>>, HostError> {
+        fault_if(self.faults.fail_headers, "get_header_map_pairs")?;
+        let pairs = self
+            .response_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        Ok(Some(locality_failover::host::decode::encode_header_pairs(
+            pairs,
+        )))
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
@@ -406,6 +423,10 @@ pub struct SimEnvoy {
     pub pinned_worker: Option<usize>,
     /// How the admin answers `dispatch_http_call` (`None`: calls refused).
     pub admin: Option<AdminAnswer>,
+    /// The route's `include_attempt_count_in_response` (on by default, as
+    /// in the Envoy configurations the harness generates): the router's
+    /// answers carry `x-envoy-attempt-count`.
+    pub attempt_count_in_response: bool,
 }
 
 impl SimEnvoy {
@@ -440,6 +461,7 @@ impl SimEnvoy {
             request_spacing: Duration::from_millis(1),
             pinned_worker: None,
             admin: None,
+            attempt_count_in_response: true,
         }
     }
 
@@ -604,7 +626,7 @@ impl SimEnvoy {
             None => self.route(steering.as_deref()),
         };
         if let Some(mut state) = state {
-            self.response_headers(worker, &mut state, status);
+            self.response_headers(worker, &mut state, status, attempts.len());
             self.finish(
                 worker,
                 &state,
@@ -624,9 +646,21 @@ impl SimEnvoy {
 
     /// `on_http_response_headers`: Envoy sends every answer, the router's
     /// local replies included, through the filter's encode path.
-    fn response_headers(&mut self, worker: usize, state: &mut RequestState, status: u32) {
+    fn response_headers(
+        &mut self,
+        worker: usize,
+        state: &mut RequestState,
+        status: u32,
+        attempts: usize,
+    ) {
+        // The router writes the count on its own answers (upstream or
+        // local replies after attempts), not on a reply before any attempt.
+        let count = (self.attempt_count_in_response && attempts > 0).then_some(attempts);
         self.on_worker(worker, |w, host| {
             host.set_response_header(":status", &status.to_string());
+            if let Some(n) = count {
+                host.set_response_header("x-envoy-attempt-count", &n.to_string());
+            }
             w.root.on_response_headers(host, state);
         });
     }

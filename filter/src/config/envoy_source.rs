@@ -95,7 +95,12 @@ pub(super) fn envoy_source(inv: &InventoryConfig) -> Result<EnvoySource, ConfigE
             format!("{max_response_bytes} is not in 1024..={MAX_RESPONSE_BYTES_LIMIT}"),
         ));
     }
-    let clusters = inv.clusters.clone().unwrap_or_default();
+    // A declared `cluster` is the one cluster polled unless `clusters` says it.
+    let clusters = inv
+        .clusters
+        .clone()
+        .or_else(|| inv.cluster.clone().map(|c| vec![c]))
+        .unwrap_or_default();
     if clusters.len() > MAX_CLUSTERS {
         return Err(field_error(
             "inventory.clusters",

@@ -8,6 +8,7 @@
 //! Validation happens once, at configure time; every error names the field
 //! and the value that was refused.
 
+mod declared;
 pub mod duration;
 pub mod envoy_source;
 pub mod istio;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::inventory::{EndpointSpec, Labels};
+pub use declared::AttemptCount;
 use duration::{parse_duration, DurationError};
 pub use envoy_source::EnvoySource;
 pub use istio::TrafficPolicy;
@@ -110,6 +112,10 @@ pub struct InventoryConfig {
     pub namespace: Option<String>,
     #[serde(default)]
     pub endpoints: Option<Vec<EndpointSpec>>,
+    /// `clusterMetadata` and `envoy` sources: the one cluster every route
+    /// through this filter goes to, so a request is not asked its cluster.
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -127,6 +133,10 @@ pub struct SteeringConfig {
     /// Entries in the override-host list: the pick, then where retries go.
     #[serde(default)]
     pub max_hosts: Option<usize>,
+    /// `property` (default) or `responseHeader`: where the attempt count
+    /// of a request comes from (see [`AttemptCount`]).
+    #[serde(default)]
+    pub attempt_count: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -153,6 +163,9 @@ pub struct Settings {
     /// Labels that override the proxy's own (node) labels.
     pub locality_override: Labels,
     pub shared_prefix: String,
+    /// `inventory.cluster`: the one cluster every request goes to (checked
+    /// by sampling, see `filter::routed`).
+    pub declared_cluster: Option<String>,
 }
 
 /// How endpoints are ranked, balanced and ejected.
@@ -280,6 +293,7 @@ pub struct Steering {
     pub header: String,
     pub address_prefix: String,
     pub max_hosts: usize,
+    pub attempt_count: AttemptCount,
 }
 
 impl Settings {
@@ -303,6 +317,7 @@ impl Settings {
             steering: steering(raw.steering.as_ref())?,
             locality_override: locality_override(raw.locality.as_ref()),
             shared_prefix: shared_prefix(raw.shared_data_prefix.as_deref())?,
+            declared_cluster: raw.inventory.as_ref().and_then(|i| i.cluster.clone()),
         };
         if settings.steering.mode == SteeringMode::RouteHeader {
             route_header_inventory(&settings.inventory)?;
@@ -635,6 +650,7 @@ fn inventory_source(inv: Option<&InventoryConfig>) -> Result<InventorySource, Co
     if source != "envoy" {
         envoy_source::refuse_envoy_fields(inv, source)?;
     }
+    declared::declared_cluster(inv, source)?;
     match source {
         "envoy" => Ok(InventorySource::Envoy(envoy_source::envoy_source(inv)?)),
         "clusterMetadata" => {
@@ -714,6 +730,7 @@ fn steering(cfg: Option<&SteeringConfig>) -> Result<Steering, ConfigError> {
         mode,
         header,
         address_prefix: cfg.address_prefix.clone().unwrap_or_default(),
+        attempt_count: declared::attempt_count(cfg.attempt_count.as_deref())?,
         max_hosts: if mode == SteeringMode::OverrideHost {
             max_hosts
         } else {
@@ -776,5 +793,7 @@ fn shared_prefix(prefix: Option<&str>) -> Result<String, ConfigError> {
     Ok(p.to_string())
 }
 
+#[cfg(test)]
+mod declared_tests;
 #[cfg(test)]
 mod tests;

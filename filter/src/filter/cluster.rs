@@ -11,6 +11,7 @@ use crate::outlier::EjectionTable;
 use crate::properties;
 use crate::shared::{self, ClusterKeys, SharedStore};
 
+use super::routed::{routed, Routed};
 use super::{fnv1a, warn_host_error, Configured, CONFIG_CLUSTER, INVENTORY_CHECK, VIEW_REFRESH};
 
 pub(super) struct ClusterState {
@@ -55,6 +56,20 @@ enum RevisionRead {
 /// The request's cluster (`xds.cluster_name`); `None` when it has none
 /// (a passthrough), when the name is not UTF-8 or the read fails (a host
 /// error).
+/// The cluster's slot, or `None` (a passthrough, counted).
+pub(super) fn found_or_passthrough(
+    clusters: &mut Clusters,
+    host: &mut dyn Host,
+    metrics: &Metrics,
+    cluster: &str,
+) -> Option<usize> {
+    let found = clusters.find(cluster);
+    if found.is_none() {
+        metrics.inc(host, Metric::Passthrough);
+    }
+    found
+}
+
 pub(super) fn request_cluster_name(host: &mut dyn Host, metrics: &Metrics) -> Option<String> {
     match host.property(properties::CLUSTER_NAME) {
         // The host's buffer becomes the String: no copy.
@@ -384,23 +399,22 @@ impl Configured {
             }
             crate::config::InventorySource::Config(_) => return self.clusters.find(CONFIG_CLUSTER),
         };
-        let cluster = request_cluster_name(host, metrics)?;
-        let known = self.clusters.find(&cluster);
-        if inventory_due(
-            &mut self.clusters,
-            host,
-            namespace_of(&self.settings),
-            known,
-            now,
-        ) {
-            let namespace = namespace_of(&self.settings).to_string();
-            self.load_metadata(host, metrics, &cluster, &namespace, now, seed);
+        let read;
+        let cluster: &str = match routed(self.declared.as_mut(), host, metrics)? {
+            Routed::Declared => &self.declared.as_ref()?.name,
+            Routed::Read(name) => {
+                read = name;
+                &read
+            }
+        };
+        let known = self.clusters.find(cluster);
+        let namespace = namespace_of(&self.settings);
+        if !inventory_due(&mut self.clusters, host, namespace, known, now) {
+            return found_or_passthrough(&mut self.clusters, host, metrics, cluster);
         }
-        let found = self.clusters.find(&cluster);
-        if found.is_none() {
-            metrics.inc(host, Metric::Passthrough);
-        }
-        found
+        let (cluster, namespace) = (cluster.to_string(), namespace.to_string());
+        self.load_metadata(host, metrics, &cluster, &namespace, now, seed);
+        found_or_passthrough(&mut self.clusters, host, metrics, &cluster)
     }
 
     /// Reads the cluster metadata; decodes it only if its bytes changed.

@@ -13,6 +13,7 @@ use crate::metrics::{Metric, Metrics};
 use crate::outlier::nanos;
 use crate::poll::{self, PollKeys};
 
+use super::routed::{routed, Routed};
 use super::{fnv1a, Configured};
 
 /// One VM's poller state.
@@ -205,7 +206,18 @@ impl Configured {
         host: &mut dyn Host,
         metrics: &Metrics,
     ) -> Option<usize> {
-        let name = super::cluster::request_cluster_name(host, metrics)?;
+        let name = match routed(self.declared.as_mut(), host, metrics)? {
+            Routed::Declared => {
+                let name = &self.declared.as_ref()?.name;
+                return super::cluster::found_or_passthrough(
+                    &mut self.clusters,
+                    host,
+                    metrics,
+                    name,
+                );
+            }
+            Routed::Read(name) => name,
+        };
         if let Some(index) = self.clusters.find(&name) {
             return Some(index);
         }

@@ -43,7 +43,12 @@ impl Configured {
         let answer = Answer {
             code: request.status.unwrap_or_else(|| read_code(host)),
             attempts: (!route_header)
-                .then(|| read_u64(host, properties::ATTEMPT_COUNT))
+                .then(|| {
+                    request
+                        .attempts
+                        .map(u64::from)
+                        .or_else(|| read_u64(host, properties::ATTEMPT_COUNT))
+                })
                 .flatten(),
         };
         if self.unchanged_success(host, request, answer) {
@@ -172,6 +177,7 @@ impl Configured {
 struct Answer {
     /// The downstream status (0 when there is none).
     code: u16,
+    /// `x-envoy-attempt-count` when the response headers carried it, else
     /// `upstream.request_attempt_count`.
     attempts: Option<u64>,
 }

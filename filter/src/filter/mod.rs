@@ -13,6 +13,7 @@
 //! - [`log`]: `on_http_response_headers` (`:status`) and `on_log` (Envoy's
 //!   answer back into the outlier detector);
 //! - [`node`]: the proxy's own labels;
+//! - [`routed`]: which cluster a request goes to (read, or declared);
 //! - [`envoy`]: the `envoy` inventory source (admin polling, on the tick).
 
 mod cluster;
@@ -20,10 +21,13 @@ mod envoy;
 mod log;
 mod node;
 mod request;
+mod routed;
 
 use std::time::Duration;
 
-use crate::config::{InventorySource, OutlierConfig, Settings, LABEL_REGION};
+use crate::config::{
+    AttemptCount, InventorySource, OutlierConfig, Settings, SteeringMode, LABEL_REGION,
+};
 use crate::engine::Engine;
 use crate::host::{decode, Host, LogLevel};
 use crate::inventory::{Inventory, Labels};
@@ -39,6 +43,9 @@ pub const INVENTORY_CHECK: Duration = Duration::from_secs(1);
 /// leaf are read at most this often per cluster, and the epoch on every
 /// tick. Requests closer together than this share one read.
 pub const VIEW_REFRESH: Duration = Duration::from_millis(1);
+/// The response header Envoy's router writes with
+/// `include_attempt_count_in_response` (lower case, as header maps hold it).
+pub const ATTEMPT_COUNT_HEADER: &[u8] = b"x-envoy-attempt-count";
 /// Cluster key used when the inventory comes from the plugin configuration.
 pub const CONFIG_CLUSTER: &str = "config";
 
@@ -71,6 +78,8 @@ struct Configured {
     scratch: request::Scratch,
     /// `inventory.source: envoy` only.
     poller: Option<envoy::Poller>,
+    /// `inventory.cluster`, when declared.
+    declared: Option<routed::Declared>,
 }
 
 impl FilterRoot {
@@ -157,6 +166,10 @@ impl FilterRoot {
             clusters: Clusters::default(),
             configured_at: host.now_nanos(),
             scratch: request::Scratch::default(),
+            declared: settings
+                .declared_cluster
+                .as_deref()
+                .map(routed::Declared::new),
             own_labels,
             settings,
             poller,
@@ -194,6 +207,9 @@ impl FilterRoot {
         if c.poller.is_some() {
             c.envoy_tick(host, &self.metrics, self.seed);
         }
+        if let Some(d) = &mut c.declared {
+            d.check_next();
+        }
         let now = host.now_nanos();
         for index in 0..c.clusters.len() {
             c.sweep(host, &self.metrics, index);
@@ -221,8 +237,26 @@ impl FilterRoot {
     }
 
     /// `on_http_response_headers`: remembers `:status` for `on_log` (one
-    /// header read instead of the `response.code` property there).
+    /// header read instead of the `response.code` property there), and with
+    /// `steering.attemptCount: responseHeader` the attempt count from the
+    /// same buffer (instead of a property read in `on_log`).
     pub fn on_response_headers(&self, host: &dyn Host, request: &mut RequestState) {
+        let wants_attempts = self.configured().is_some_and(|c| {
+            c.settings.steering.attempt_count == AttemptCount::ResponseHeader
+                && c.settings.steering.mode != SteeringMode::RouteHeader
+        });
+        if wants_attempts {
+            if let Ok(Some(bytes)) = host.response_header_pairs() {
+                for (name, value) in decode::header_pairs(&bytes) {
+                    match name {
+                        b":status" => request.status = decode::status(value),
+                        ATTEMPT_COUNT_HEADER => request.attempts = decode::attempt_count(value),
+                        _ => {}
+                    }
+                }
+                return;
+            }
+        }
         if let Ok(Some(bytes)) = host.response_header(":status") {
             request.status = decode::status(&bytes);
         }

@@ -32,6 +32,10 @@ pub struct RequestState {
     /// `:status` from `on_http_response_headers`, when they went through
     /// the filter; `on_log` reads `response.code` otherwise.
     pub(super) status: Option<u16>,
+    /// `x-envoy-attempt-count` from the response headers
+    /// (`steering.attemptCount: responseHeader`); `on_log` reads
+    /// `upstream.request_attempt_count` otherwise.
+    pub(super) attempts: Option<u32>,
 }
 
 impl RequestState {
@@ -44,6 +48,7 @@ impl RequestState {
             len: 0,
             priority,
             status: None,
+            attempts: None,
         }
     }
 

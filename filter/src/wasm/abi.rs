@@ -60,6 +60,7 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_get_shared_data(
         key: *const u8,
         key_size: usize,
@@ -194,6 +195,19 @@ pub fn request_header(name: &str) -> Result<Option<String>, HostError> {
 
 pub fn response_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
     header(RESPONSE_HEADERS, name)
+}
+
+/// Every response header in one buffer, in proxy-wasm's pairs encoding
+/// (see [`crate::host::decode::header_pairs`]).
+pub fn response_header_pairs() -> Result<Option<Vec<u8>>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: out pointers are valid; the buffer is taken back below.
+    let status = unsafe { proxy_get_header_map_pairs(RESPONSE_HEADERS, &mut data, &mut size) };
+    match status {
+        OK => Ok(unsafe { take(data, size) }),
+        NOT_FOUND => Ok(None),
+        s => Err(fail("get_header_map_pairs", s)),
+    }
 }
 
 /// Inside `on_http_call_response`: one header of the answer.

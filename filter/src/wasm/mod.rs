@@ -37,6 +37,9 @@ impl Host for WasmHost {
     fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         abi::response_header(name)
     }
+    fn response_header_pairs(&self) -> Result<Option<Vec<u8>>, HostError> {
+        abi::response_header_pairs()
+    }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         abi::set_request_header(name, value)
     }
