@@ -4,6 +4,10 @@
 #   sim     the filter's Rust code on the simulated host
 #   envoy   build/locality_failover.wasm in a real Envoy 1.40 (loopback upstreams)
 #   native  no filter: Envoy's own priorities / outlier detection, as Istio programs them
+#   sim-declared, envoy-declared  sim and envoy with `--declare`: the
+#           declarations that save host calls per request
+#           (`inventory.cluster`, `steering.attemptCount: responseHeader`)
+#           must not change any answer
 #   waypoint  the .wasm on the waypoint-shaped Envoy made from istiod's golden
 #           xDS (envoy/waypoint/README.md): inventory from Envoy's admin,
 #           stateful-session steering; a scenario that cannot apply on a
@@ -11,8 +15,8 @@
 #
 # A scenario's `expect` blocks are Envoy's behaviour, so "agree" means every
 # mode passes them. Runs:
-#   ../shared/scenarios/*.json   sim, envoy, native, waypoint  x  --workers 1 and 2
-#   tests/scenarios/*.json       sim, envoy, native, waypoint  x  --workers 1
+#   ../shared/scenarios/*.json   every mode above  x  --workers 1 and 2
+#   tests/scenarios/*.json       every mode above  x  --workers 1
 #   tests/e2e/*.json             the done-criteria checks (see the table below)
 # then prints one row per run (scenario, mode, workers, result, seconds) and
 # exits non-zero if any required run failed.
@@ -77,13 +81,14 @@ if [ ${#SHARED[@]} -eq 0 ]; then
   echo "e2e: no scenarios in ../shared/scenarios" >&2
   exit 2
 fi
+MODES=(envoy native sim waypoint envoy-declared sim-declared)
 for f in "${SHARED[@]}"; do
   for w in 1 2; do
-    for m in envoy native sim waypoint; do RUNS+=("$f|$m|$w|yes"); done
+    for m in "${MODES[@]}"; do RUNS+=("$f|$m|$w|yes"); done
   done
 done
 for f in "${OWN[@]}"; do
-  for m in envoy native sim waypoint; do RUNS+=("$f|$m|1|yes"); done
+  for m in "${MODES[@]}"; do RUNS+=("$f|$m|1|yes"); done
 done
 # Done-criterion: "with override-host and an Envoy retry policy, a scenario
 # where the local pod refuses connections shows zero client errors". The
@@ -107,12 +112,13 @@ run_one() {
   local base
   base=$(basename "$file" .json)
   local stem="$OUT/$base.$mode.w$workers"
-  local args=(run --mode "$mode" --workers "$workers")
-  case $mode in
+  local args=(run --mode "${mode%-declared}" --workers "$workers")
+  case $mode in *-declared) args+=(--declare) ;; esac
+  case ${mode%-declared} in
     envoy|native) args+=(${SCALE_ARGS[@]+"${SCALE_ARGS[@]}"}) ;;
     waypoint) args+=(${WP_SCALE_ARGS[@]+"${WP_SCALE_ARGS[@]}"}) ;;
   esac
-  if [ "$mode" = envoy ] || [ "$mode" = waypoint ]; then args+=(--wasm "$WASM"); fi
+  case ${mode%-declared} in envoy|waypoint) args+=(--wasm "$WASM") ;; esac
   local t0 t1 rc=0
   t0=$(date +%s%N)
   timeout --kill-after=10 "$TIMEOUT" "$RUNNER" "${args[@]}" "$file" >"$stem.out" 2>"$stem.err" || rc=$?
@@ -144,8 +150,8 @@ PIDS=()
 # --- summary -----------------------------------------------------------------
 failed=0
 declare -A AGREE
-printf '\n%-40s %-8s %-7s %-9s %8s\n' scenario mode workers result seconds
-printf '%-40s %-8s %-7s %-9s %8s\n' ---------------------------------------- -------- ------- --------- --------
+printf '\n%-40s %-14s %-7s %-9s %8s\n' scenario mode workers result seconds
+printf '%-40s %-14s %-7s %-9s %8s\n' ---------------------------------------- -------------- ------- --------- --------
 for f in "$OUT"/results/*; do
   IFS='|' read -r _ base mode workers result secs required <"$f"
   note=""
@@ -161,7 +167,7 @@ for f in "$OUT"/results/*; do
   else
     AGREE[$base.w$workers]="${AGREE[$base.w$workers]:-}"
   fi
-  printf '%-40s %-8s %-7s %-9s %8s%s\n' "${base:0:40}" "$mode" "$workers" "$result" "$secs" "$note"
+  printf '%-40s %-14s %-7s %-9s %8s%s\n' "${base:0:40}" "$mode" "$workers" "$result" "$secs" "$note"
 done
 
 echo

@@ -442,6 +442,20 @@ const NAMESPACES: &[Option<&str>] = &[
     Some("other"),
     Some(""),
 ];
+/// `inventory.cluster`: the filter driver's first cluster, another, empty.
+const DECLARED_CLUSTERS: &[Option<&str>] = &[
+    None,
+    None,
+    Some("outbound|8080||svc.ns.svc.cluster.local"),
+    Some("outbound|80||other"),
+    Some(""),
+];
+const ATTEMPT_COUNTS: &[Option<&str>] = &[
+    None,
+    Some("property"),
+    Some("responseHeader"),
+    Some("header"),
+];
 const SOURCES: &[Option<&str>] = &[
     None,
     None,
@@ -460,6 +474,7 @@ pub fn plugin_config(inp: &mut Input) -> PluginConfig {
         source: inp.pick(SOURCES).map(str::to_string),
         namespace: inp.pick(NAMESPACES).map(str::to_string),
         endpoints: if inline { Some(endpoints(inp)) } else { None },
+        cluster: inp.pick(DECLARED_CLUSTERS).map(str::to_string),
         ..Default::default()
     });
     if inp.ratio(1, 2) {
@@ -478,6 +493,7 @@ pub fn plugin_config(inp: &mut Input) -> PluginConfig {
                 Some(17),
                 Some(usize::MAX),
             ]),
+            attempt_count: inp.pick(ATTEMPT_COUNTS).map(str::to_string),
         });
     }
     if inp.ratio(1, 2) {
@@ -517,6 +533,7 @@ pub fn plugin_config_json(raw: &PluginConfig) -> Value {
         let mut m = Map::new();
         put(&mut m, "source", inv.source.clone());
         put(&mut m, "namespace", inv.namespace.clone());
+        put(&mut m, "cluster", inv.cluster.clone());
         if let Some(e) = &inv.endpoints {
             m.insert(
                 "endpoints".into(),
@@ -531,6 +548,7 @@ pub fn plugin_config_json(raw: &PluginConfig) -> Value {
         put(&mut m, "header", s.header.clone());
         put(&mut m, "addressPrefix", s.address_prefix.clone());
         put(&mut m, "maxHosts", s.max_hosts.map(|v| v as u64));
+        put(&mut m, "attemptCount", s.attempt_count.clone());
         top.insert("steering".into(), Value::Object(m));
     }
     if let Some(l) = &raw.locality {

@@ -1,7 +1,7 @@
 //! `host-harness`: the scenario runner and config lint.
 //!
 //! ```text
-//! host-harness run [--mode sim|envoy|native|waypoint] [--time-scale F] FILE...
+//! host-harness run [--mode sim|envoy|native|waypoint] [--time-scale F] [--declare] FILE...
 //! host-harness lint CONFIG.json
 //! host-harness rank FILE...
 //! ```
@@ -16,7 +16,7 @@ use host_harness::scenario::Scenario;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: host-harness run [--mode sim|envoy|native|waypoint] [--time-scale F] [--wasm PATH] FILE..."
+        "usage: host-harness run [--mode sim|envoy|native|waypoint] [--time-scale F] [--wasm PATH] [--workers N] [--declare] FILE..."
     );
     eprintln!("       host-harness lint CONFIG.json");
     eprintln!("       host-harness rank FILE...");
@@ -54,6 +54,7 @@ fn run(args: &[String]) -> ExitCode {
                 Some(p) => options.wasm = Some(PathBuf::from(p)),
                 None => return usage(),
             },
+            "--declare" => options.declare = true,
             "--workers" => match it.next().and_then(|v| v.parse::<usize>().ok()) {
                 Some(w) if (1..=64).contains(&w) => options.workers = Some(w),
                 _ => return usage(),

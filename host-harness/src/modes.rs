@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use locality_failover::config::InventorySource;
 use locality_failover::inventory::{EndpointSpec, Inventory};
 use locality_failover::ranking::rank;
 
@@ -46,12 +47,23 @@ pub struct RunOptions {
     pub wasm: Option<PathBuf>,
     /// Overrides the scenario's `workers`.
     pub workers: Option<usize>,
+    /// `--declare`: play the scenario with the declarations that save host
+    /// calls ([`declare`]); sim and envoy modes.
+    pub declare: bool,
 }
 
 pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult>, Vec<Mismatch>)> {
     let mut scenario = scenario.clone();
     if let Some(w) = options.workers {
         scenario.workers = w;
+    }
+    if options.declare {
+        if !matches!(options.mode, Mode::Sim | Mode::Envoy) {
+            return Err(HarnessError::Usage(
+                "--declare applies to the sim and envoy modes (the filter on a plain Envoy)".into(),
+            ));
+        }
+        declare(&mut scenario)?;
     }
     match options.mode {
         Mode::Sim => {
@@ -61,6 +73,32 @@ pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<(Vec<StepResult
         Mode::Envoy | Mode::Native => crate::real::play(&scenario, options),
         Mode::Waypoint => crate::waypoint::play(&scenario, options),
     }
+}
+
+/// Adds to the scenario's plugin configuration what a filter whose every
+/// route goes to one cluster, on a route with
+/// `include_attempt_count_in_response` (as the harness's Envoy configs and
+/// the simulated router have), may declare: `steering.attemptCount:
+/// responseHeader` and, unless the inventory is inline, `inventory.cluster`.
+/// The scenario's expectations must hold unchanged.
+pub fn declare(scenario: &mut Scenario) -> Result<()> {
+    let mut steering = scenario
+        .config
+        .get("steering")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    steering["attemptCount"] = serde_json::json!("responseHeader");
+    scenario.set_config("steering", steering)?;
+    if !matches!(scenario.settings.inventory, InventorySource::Config(_)) {
+        let mut inventory = scenario
+            .config
+            .get("inventory")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        inventory["cluster"] = serde_json::json!(crate::sim_player::CLUSTER);
+        scenario.set_config("inventory", inventory)?;
+    }
+    Ok(())
 }
 
 /// Each endpoint's priority for the scenario's client, as the filter ranks

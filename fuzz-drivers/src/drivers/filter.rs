@@ -272,6 +272,8 @@ impl Harness {
 
     /// The router's retry policy: none, or some attempts on some causes.
     fn set_retry(&mut self, inp: &mut Input) {
+        // Routes with and without include_attempt_count_in_response.
+        self.sim.attempt_count_in_response = inp.bool();
         self.sim.retry = if inp.ratio(1, 3) {
             None
         } else {
@@ -443,42 +445,60 @@ impl Harness {
                 "{who}: steering header {value:?} reached the router though the filter has no accepted configuration; client headers {headers:?}"
             );
         };
-        let key = match &settings.inventory {
+        let routed = match &settings.inventory {
             InventorySource::Config(_) => Some(CONFIG_CLUSTER.to_string()),
             InventorySource::ClusterMetadata { .. } | InventorySource::Envoy(_) => self
                 .props
                 .get(&prop_key(&["xds", "cluster_name"]))
                 .and_then(|b| String::from_utf8(b.clone()).ok()),
         };
-        let Some(engine) = key.as_deref().and_then(|k| root.engine(k)) else {
+        // A declared cluster (`inventory.cluster`) steers from its own
+        // inventory until a check sees the route elsewhere (at most a tick).
+        let declared = match &settings.inventory {
+            InventorySource::Config(_) => None,
+            _ => settings.declared_cluster.clone(),
+        };
+        let engines: Vec<_> = [routed.clone(), declared.clone()]
+            .into_iter()
+            .flatten()
+            .filter_map(|k| root.engine(&k))
+            .collect();
+        if engines.is_empty() {
             panic!(
-                "{who}: steering header {value:?} reached the router, but the filter serves no inventory for cluster {key:?}; client headers {headers:?}"
+                "{who}: steering header {value:?} reached the router, but the filter serves no inventory for cluster {routed:?} (declared {declared:?}); client headers {headers:?}"
             );
-        };
-        let inv = engine.inventory();
+        }
         let prefix = &settings.steering.address_prefix;
-        let ok = match settings.steering.mode {
-            SteeringMode::OverrideHost => {
-                let mut used = Vec::new();
-                made_of(value, prefix, inv, &mut used) && used.len() <= settings.steering.max_hosts
+        let ok = engines.iter().any(|engine| {
+            let inv = engine.inventory();
+            match settings.steering.mode {
+                SteeringMode::OverrideHost => {
+                    let mut used = Vec::new();
+                    made_of(value, prefix, inv, &mut used)
+                        && used.len() <= settings.steering.max_hosts
+                }
+                SteeringMode::OriginalDst => inv
+                    .endpoints()
+                    .iter()
+                    .any(|e| value == format!("{prefix}{}", e.address)),
+                SteeringMode::RouteHeader => inv
+                    .endpoints()
+                    .iter()
+                    .any(|e| e.backend.as_deref() == Some(value)),
+                SteeringMode::StatefulSession => inv.endpoints().iter().any(|e| {
+                    locality_failover::session::decode(value)
+                        == Some(format!("{prefix}{}", e.address))
+                }),
             }
-            SteeringMode::OriginalDst => inv
-                .endpoints()
-                .iter()
-                .any(|e| value == format!("{prefix}{}", e.address)),
-            SteeringMode::RouteHeader => inv
-                .endpoints()
-                .iter()
-                .any(|e| e.backend.as_deref() == Some(value)),
-            SteeringMode::StatefulSession => inv.endpoints().iter().any(|e| {
-                locality_failover::session::decode(value) == Some(format!("{prefix}{}", e.address))
-            }),
-        };
+        });
         if !ok {
             panic!(
-                "{who}: steering header {value:?} reached the router but is not made of the inventory ({:?} mode, prefix {prefix:?}, inventory {:?}); client headers {headers:?}",
+                "{who}: steering header {value:?} reached the router but is not made of the inventory ({:?} mode, prefix {prefix:?}, inventories {:?}); client headers {headers:?}",
                 settings.steering.mode,
-                inv.endpoints().iter().map(|e| &e.address).collect::<Vec<_>>()
+                engines
+                    .iter()
+                    .map(|e| e.inventory().endpoints().iter().map(|e| &e.address).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
             );
         }
     }

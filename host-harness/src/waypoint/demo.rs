@@ -110,6 +110,7 @@ pub fn run(wasm: Option<PathBuf>) -> Result<bool> {
         time_scale: None,
         wasm,
         workers: None,
+        declare: false,
     };
     let mut all = true;
     for seed in SEEDS {

@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value};
 
-use crate::fixtures::{plugin_config, synthetic_specs};
+use crate::fixtures::{declared_plugin_config, plugin_config, synthetic_specs};
 use crate::host::{one_request, BenchHost};
 use crate::report::{median, row, verdict};
 use locality_failover::filter::FilterRoot;
@@ -21,8 +21,13 @@ pub(crate) fn bench_buffers() {
     let metadata = plugin_config("ROUND_ROBIN");
     let mut inline = plugin_config("ROUND_ROBIN");
     inline["inventory"] = json!({ "source": "config", "endpoints": synthetic_specs(4) });
+    let declared = declared_plugin_config("ROUND_ROBIN", "svc");
     for (what, config) in [
         ("cluster-metadata inventory", metadata.clone()),
+        (
+            "cluster-metadata inventory, cluster and attempt count declared",
+            declared,
+        ),
         ("inline inventory", inline),
     ] {
         for spacing_us in [100, 2_000] {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use crate::envoy_config::{generate, guide_endpoints, guide_node, strip_access_logs, Variant};
 use crate::measure::{clk_tck, Measurement};
-use crate::report::{progress, row, verdict};
+use crate::report::{median, progress, row, verdict};
 use crate::rounds::{run_rounds, Config, EnvoyParams, Results};
 use crate::upstream::UpstreamProcess;
 use host_harness::envoy::{EnvoyProcess, FilterModeConfig, Layout, Steering, WasmFilter};
@@ -114,7 +114,12 @@ pub(crate) fn bench_envoy(b: &EnvoyBench<'_>, phases: &[EnvoyParams]) -> Result<
     Ok(())
 }
 
-const VARIANTS: [Variant; 3] = [Variant::Native, Variant::Noop, Variant::Filter];
+const VARIANTS: [Variant; 4] = [
+    Variant::Native,
+    Variant::Noop,
+    Variant::Filter,
+    Variant::FilterUndeclared,
+];
 
 fn compare_name(k: usize) -> String {
     format!("c{}", k + 2)
@@ -196,11 +201,25 @@ fn report_variants(p: &EnvoyParams, results: &Results) {
     }
 }
 
-/// `num / den` of the medians, with the per-process-pair range.
+/// `num / den`: the median of the per-round ratios, with their min-max,
+/// the per-process-pair range and the ratio of the two medians.
 fn ratio_text(results: &Results, num: &str, den: &str) -> (f64, String) {
-    let r = results.median(num, cpu) / results.median(den, cpu);
-    let (lo, hi) = results.ratio_range(num, den, cpu);
-    (r, format!("{r:.3}x (per process pair {lo:.3}-{hi:.3})"))
+    let mut rounds = results.round_ratios(num, den, cpu);
+    let (lo, hi) = rounds
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(*r), hi.max(*r))
+        });
+    let r = median(&mut rounds);
+    let of_medians = results.median(num, cpu) / results.median(den, cpu);
+    let (plo, phi) = results.ratio_range(num, den, cpu);
+    (
+        r,
+        format!(
+            "{r:.3}x (median of {} per-round ratios, range {lo:.3}-{hi:.3}; per process pair {plo:.3}-{phi:.3}; ratio of medians {of_medians:.3}x)",
+            rounds.len()
+        ),
+    )
 }
 
 fn report_ratios(results: &Results, conf: &str) {
@@ -227,6 +246,22 @@ fn report_ratios(results: &Results, conf: &str) {
         &text,
         "<= 1.35x",
         verdict(ca <= 1.35),
+    );
+    let (_, text) = ratio_text(results, "cu", "b");
+    row(
+        "1",
+        &format!("CPU/req (c')/(b), nothing declared [{conf}]"),
+        &text,
+        "",
+        "",
+    );
+    let (_, text) = ratio_text(results, "c", "cu");
+    row(
+        "1",
+        &format!("CPU/req (c)/(c'): what the two declarations save [{conf}]"),
+        &text,
+        "",
+        "",
     );
     let p99 = results.median("c", |m| m.p99_us) / results.median("a", |m| m.p99_us);
     row(

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::fixtures::{client_labels, plugin_config, NET1};
+use crate::fixtures::{client_labels, declared_plugin_config, plugin_config, NET1};
 use host_harness::envoy::{
     Endpoint as EnvoyEndpoint, FilterModeConfig, Layout, LbPolicy as EnvoyLb, NativeModeConfig,
     Node, OutlierDetection, Steering, WasmFilter,
@@ -91,7 +91,12 @@ pub(crate) fn insert_http_filter(bootstrap: &mut Value, filter: Value) -> bool {
 pub(crate) enum Variant {
     Native,
     Noop,
+    /// The filter as a single-cluster plain Envoy runs it: cluster and
+    /// attempt count declared.
     Filter,
+    /// The filter with nothing declared (cluster name and attempt count
+    /// read per request, as on a waypoint).
+    FilterUndeclared,
 }
 
 impl Variant {
@@ -99,7 +104,8 @@ impl Variant {
         match self {
             Variant::Native => "(a) native EDS priorities + outlier detection",
             Variant::Noop => "(b) no-op Rust wasm filter (sets 1 header)",
-            Variant::Filter => "(c) locality-failover, override-host",
+            Variant::Filter => "(c) locality-failover, override-host, inventory.cluster + attemptCount: responseHeader declared",
+            Variant::FilterUndeclared => "(c') locality-failover, override-host, nothing declared (cluster name and attempt count read per request)",
         }
     }
     pub(crate) fn short(self) -> &'static str {
@@ -107,6 +113,7 @@ impl Variant {
             Variant::Native => "a",
             Variant::Noop => "b",
             Variant::Filter => "c",
+            Variant::FilterUndeclared => "cu",
         }
     }
 }
@@ -140,13 +147,14 @@ pub(crate) fn generate(
             }
             g
         }
-        Variant::Filter => {
+        Variant::Filter | Variant::FilterUndeclared => {
             let mut cfg = FilterModeConfig::new(Steering::override_host(), endpoints);
             cfg.node = guide_node();
-            cfg.wasm = Some(WasmFilter::new(
-                filter_wasm,
-                plugin_config("ROUND_ROBIN").to_string(),
-            ));
+            let config = match variant {
+                Variant::Filter => declared_plugin_config("ROUND_ROBIN", &cfg.cluster_name),
+                _ => plugin_config("ROUND_ROBIN"),
+            };
+            cfg.wasm = Some(WasmFilter::new(filter_wasm, config.to_string()));
             cfg.generate(layout)
         }
     };

@@ -54,6 +54,18 @@ pub(crate) fn plugin_config(lb: &str) -> Value {
     })
 }
 
+/// [`plugin_config`] with what a filter whose every route goes to one
+/// cluster, on routes with `include_attempt_count_in_response`, can
+/// declare: `inventory.cluster` (no `xds.cluster_name` read per request)
+/// and `steering.attemptCount: responseHeader` (the attempt count comes
+/// with `:status`, no property read in `on_log`).
+pub(crate) fn declared_plugin_config(lb: &str, cluster: &str) -> Value {
+    let mut config = plugin_config(lb);
+    config["inventory"]["cluster"] = json!(cluster);
+    config["steering"]["attemptCount"] = json!("responseHeader");
+    config
+}
+
 /// Labels of endpoint `i` of a synthetic inventory: 3 regions x 3 zones,
 /// endpoints dealt round-robin over the 9 localities.
 pub(crate) fn synthetic_labels(i: usize) -> BTreeMap<String, String> {

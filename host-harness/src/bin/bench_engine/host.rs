@@ -130,6 +130,9 @@ impl BenchHost {
         self.props
             .insert(key(&["response", "code"]), code.to_le_bytes().to_vec());
         self.response.insert(":status".into(), code.to_string());
+        // As a route with `include_attempt_count_in_response` answers.
+        self.response
+            .insert("x-envoy-attempt-count".into(), "1".into());
         self.props
             .insert(key(&["response", "flags"]), 0u64.to_le_bytes().to_vec());
         if let Some(u) = upstream {
@@ -162,6 +165,15 @@ impl Host for BenchHost {
         };
         let found = found.map(|v| v.as_bytes().to_vec());
         Ok(self.tally.returned(&self.tally.header_buffers, found))
+    }
+    fn response_header_pairs(&self) -> Result<Option<Vec<u8>>, HostError> {
+        let found = {
+            let _h = host_side();
+            locality_failover::host::decode::encode_header_pairs(
+                self.response.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+        };
+        Ok(self.tally.returned(&self.tally.header_buffers, Some(found)))
     }
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
         let found = {

@@ -5,7 +5,10 @@
 //! configuration is measured on `processes` processes, one generation at a
 //! time (one process per configuration, all warmed up, then `repeats`
 //! rounds a, b, c, a, b, c, ...), and reported as the median over every
-//! sample with the min-max spread.
+//! sample with the min-max spread. A ratio of two configurations is the
+//! median of its per-round ratios: the two samples of a round ran seconds
+//! apart, so drift of the machine (other VMs on the host, frequency)
+//! cancels in each, which the ratio of two medians over minutes does not.
 
 use crate::BenchError;
 use std::collections::BTreeMap;
@@ -36,13 +39,37 @@ pub(crate) type Config = (String, Generated, Layout);
 /// A check run on each process after its rounds (e.g. the filter's stats).
 pub(crate) type Check<'a> = &'a dyn Fn(&str, &EnvoyProcess) -> Result<(), BenchError>;
 
-/// Samples per configuration, each tagged with its process generation.
+/// Samples per configuration, each tagged with its process generation and
+/// round.
 #[derive(Default)]
 pub(crate) struct Results {
     by_name: BTreeMap<String, Vec<(usize, Measurement)>>,
+    /// Per configuration: (generation, round) -> sample index in `by_name`.
+    rounds: BTreeMap<String, BTreeMap<(usize, usize), usize>>,
 }
 
 impl Results {
+    /// `num / den` of each round both were measured in.
+    pub(crate) fn round_ratios(
+        &self,
+        num: &str,
+        den: &str,
+        f: fn(&Measurement) -> f64,
+    ) -> Vec<f64> {
+        let (Some(n), Some(d)) = (self.rounds.get(num), self.rounds.get(den)) else {
+            return Vec::new();
+        };
+        let sample = |name: &str, i: usize| {
+            self.by_name
+                .get(name)
+                .and_then(|v| v.get(i))
+                .map(|(_, m)| f(m))
+        };
+        n.iter()
+            .filter_map(|(key, i)| Some(sample(num, *i)? / sample(den, *d.get(key)?)?))
+            .collect()
+    }
+
     fn values(&self, name: &str, f: fn(&Measurement) -> f64) -> Vec<f64> {
         self.by_name
             .get(name)
@@ -123,11 +150,13 @@ pub(crate) fn run_rounds(
                     "concurrency {} process {} round {} {name}: {:.2} µs CPU/req, p50 {:.0} µs, p99 {:.0} µs, {:.0} req/s, {} requests, {} errors",
                     p.concurrency, process + 1, round + 1, m.cpu_us_per_req, m.p50_us, m.p99_us, m.rps, m.requests, m.errors
                 ));
+                let samples = results.by_name.entry(name.clone()).or_default();
                 results
-                    .by_name
+                    .rounds
                     .entry(name.clone())
                     .or_default()
-                    .push((process, m));
+                    .insert((process, round), samples.len());
+                samples.push((process, m));
             }
         }
         for (name, envoy, _) in &envoys {

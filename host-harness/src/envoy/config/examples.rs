@@ -182,12 +182,19 @@ pub fn example_configs() -> Vec<ExampleConfig> {
         ),
     ];
     for (mode, steering, what) in steerings {
-        let plugin_config = json!({
+        let mut cfg = FilterModeConfig::new(steering.clone(), example_endpoints());
+        let mut plugin_config = json!({
             "trafficDistribution": "PreferClose",
             "steering": { "mode": mode, "header": steering.header() },
-        })
-        .to_string();
-        let mut cfg = FilterModeConfig::new(steering, example_endpoints());
+        });
+        if mode != "route-header" {
+            // The one route goes to one cluster, which sets
+            // include_attempt_count_in_response: both declarations hold
+            // and save two property reads per request.
+            plugin_config["inventory"] = json!({ "cluster": cfg.cluster_name });
+            plugin_config["steering"]["attemptCount"] = json!("responseHeader");
+        }
+        let plugin_config = plugin_config.to_string();
         cfg.node = example_node();
         cfg.wasm = Some(WasmFilter::new("/WASM", plugin_config));
         cfg.retry = Some(RetryPolicy::new(2, "connect-failure"));

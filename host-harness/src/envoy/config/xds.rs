@@ -218,6 +218,10 @@ pub(super) fn listener(
                     "virtual_hosts": [{
                         "name": "all",
                         "domains": ["*"],
+                        // `x-envoy-attempt-count` on every answer, written
+                        // by the router over any upstream value: what
+                        // `steering.attemptCount: responseHeader` reads.
+                        "include_attempt_count_in_response": true,
                         "routes": [{ "match": { "prefix": "/" }, "route": route }]
                     }]
                 },
