@@ -1,10 +1,15 @@
 //! The filter's metrics. Envoy shows them as `wasmcustom.<name>` in
 //! `/stats` and `/stats/prometheus`.
 
+use std::cell::Cell;
+
 use crate::host::{Host, LogLevel, MetricKind};
 
 /// Priorities reported one by one; deeper ones share the last counter.
 pub const PRIORITY_COUNTERS: usize = 6;
+/// Steered requests a VM counts before it adds them to Envoy's counters
+/// without waiting for the tick (a VM whose tick could not be set).
+pub const FLUSH_AT: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
@@ -61,10 +66,19 @@ impl Metric {
 
 /// Metric ids, defined once per VM. A metric the host refused to define
 /// is skipped silently after one log line.
+///
+/// The per-request counters (`requests.priority_N`, `failovers`) are
+/// counted in the VM and added to Envoy's on every tick ([`Self::flush`]):
+/// one host call per tick instead of one per request, so `/stats` shows
+/// them up to one tick period (at most 1 s) late. Every other counter is
+/// Envoy's at once.
 #[derive(Debug, Default)]
 pub struct Metrics {
     ids: Vec<Option<u32>>,
     priority_ids: Vec<Option<u32>>,
+    /// Steered requests not yet added, by priority counter.
+    pending: [Cell<u64>; PRIORITY_COUNTERS],
+    pending_failovers: Cell<u64>,
 }
 
 impl Metrics {
@@ -93,14 +107,34 @@ impl Metrics {
         }
     }
 
-    /// Counts a steered request by the priority it went to.
+    /// Counts a steered request by the priority it went to (in the VM;
+    /// see [`Self::flush`]).
     pub fn request(&self, host: &mut dyn Host, priority: u32) {
         let slot = (priority as usize).min(PRIORITY_COUNTERS - 1);
-        if let Some(id) = self.priority_ids.get(slot).copied().flatten() {
-            let _ = host.increment_metric(id, 1);
-        }
+        let Some(pending) = self.pending.get(slot) else {
+            return;
+        };
+        let n = pending.get() + 1;
+        pending.set(n);
         if priority > 0 {
-            self.inc(host, Metric::Failovers);
+            self.pending_failovers.set(self.pending_failovers.get() + 1);
+        }
+        if n >= FLUSH_AT {
+            self.flush(host);
+        }
+    }
+
+    /// Adds the requests counted in the VM to Envoy's counters (`on_tick`).
+    pub fn flush(&self, host: &mut dyn Host) {
+        for (pending, id) in self.pending.iter().zip(&self.priority_ids) {
+            let n = pending.replace(0);
+            if let (true, Some(id)) = (n > 0, id) {
+                let _ = host.increment_metric(*id, n as i64);
+            }
+        }
+        let failovers = self.pending_failovers.replace(0);
+        if failovers > 0 {
+            self.add(host, Metric::Failovers, failovers as i64);
         }
     }
 }

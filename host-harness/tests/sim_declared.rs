@@ -205,3 +205,21 @@ fn a_route_change_is_caught_at_the_next_tick() {
     let out = e.request(&[]);
     assert_eq!(out.attempts, vec![pod.address.to_string()]);
 }
+
+#[test]
+fn request_counters_reach_envoy_on_the_tick() {
+    let mut e = envoy(&config(json!({}), json!({})));
+    let counter = |e: &SimEnvoy| lock(&e.shared).metric("locality_failover.requests.priority_0");
+    for _ in 0..50 {
+        e.request(&[]);
+    }
+    assert_eq!(counter(&e), 0, "counted in the VM, not yet in Envoy");
+    // The tick (1 s: interval 10 s / 10) adds them.
+    e.advance(Duration::from_secs(1));
+    assert_eq!(counter(&e), 50);
+    for _ in 0..7 {
+        e.request(&[]);
+    }
+    e.advance(Duration::from_secs(1));
+    assert_eq!(counter(&e), 57);
+}

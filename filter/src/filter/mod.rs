@@ -198,9 +198,11 @@ impl FilterRoot {
         Ok(configured)
     }
 
-    /// `on_tick`: interval sweeps (the first VM to see one due runs it for
-    /// all clusters' views), then every cluster's view is brought up to date.
+    /// `on_tick`: the requests counted in the VM go to Envoy's counters,
+    /// interval sweeps run (the first VM to see one due runs it for all
+    /// clusters' views), then every cluster's view is brought up to date.
     pub fn on_tick(&mut self, host: &mut dyn Host) {
+        self.metrics.flush(host);
         let State::Configured(c) = &mut self.state else {
             return;
         };

@@ -401,6 +401,29 @@ impl Demo<'_> {
             .collect()
     }
 
+    /// The metrics once a phase's `n` requests are all counted: steered
+    /// requests reach Envoy's counters on the VM's tick (at most 1 s late),
+    /// so this waits for them (at most 2.5 s).
+    fn settled_metrics(&self, before: &BTreeMap<String, u64>, n: u64) -> BTreeMap<String, u64> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(2500);
+        loop {
+            let after = self.metrics();
+            let counted: u64 = after
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with("requests.priority_")
+                        || *k == "no_healthy_upstream"
+                        || *k == "passthrough"
+                })
+                .map(|(k, v)| v.saturating_sub(before.get(k).copied().unwrap_or(0)))
+                .sum();
+            if counted >= n || std::time::Instant::now() >= deadline {
+                return after;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     pub(crate) fn metric(&self, name: &str) -> u64 {
         self.envoy
             .stat(&format!("{METRIC_PREFIX}{name}"))
@@ -529,7 +552,7 @@ impl Demo<'_> {
         for (name, c) in counts.by_name(&names) {
             *attempts.entry(name).or_insert(0) += c;
         }
-        let metrics_after = self.metrics();
+        let metrics_after = self.settled_metrics(&metrics_before, n as u64);
 
         println!("\n{id}  {title}");
         println!(
