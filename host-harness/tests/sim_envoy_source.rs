@@ -100,10 +100,14 @@ fn guide() -> Vec<H> {
 
 /// An Envoy whose node has no locality (off-cloud), serving `hosts`.
 fn envoy(workers: usize, hosts: &[H]) -> SimEnvoy {
+    envoy_with(workers, hosts, &config())
+}
+
+fn envoy_with(workers: usize, hosts: &[H], config: &Value) -> SimEnvoy {
     let mut e = SimEnvoy::new(
         workers,
         &BTreeMap::new(),
-        config().to_string().into_bytes(),
+        config.to_string().into_bytes(),
         3,
         RouterSteering::StatefulSession {
             header: HEADER.into(),
@@ -598,5 +602,30 @@ fn a_new_inventory_keeps_the_filters_ejections_from_its_first_request() {
             address("10.0.0.2"),
             "10.0.0.1 stays ejected"
         );
+    }
+}
+
+#[test]
+fn the_declarations_spare_both_property_reads_here_too() {
+    let reads = |e: &SimEnvoy, path: &str| lock(&e.shared).property_paths.get(path).copied();
+    let mut declared = config();
+    declared["inventory"]["cluster"] = json!(CLUSTER);
+    declared["steering"]["attemptCount"] = json!("responseHeader");
+    // Declared: one cluster-name read, the check after warm-up's ticks.
+    for (config, want) in [(config(), (20, 20)), (declared, (1, 0))] {
+        let mut e = envoy_with(1, &guide(), &config);
+        warm(&mut e);
+        let before = (
+            reads(&e, "xds.cluster_name").unwrap_or(0),
+            reads(&e, "upstream.request_attempt_count").unwrap_or(0),
+        );
+        for _ in 0..20 {
+            assert_eq!(picked(&mut e), address("10.0.0.1"));
+        }
+        let after = (
+            reads(&e, "xds.cluster_name").unwrap_or(0),
+            reads(&e, "upstream.request_attempt_count").unwrap_or(0),
+        );
+        assert_eq!((after.0 - before.0, after.1 - before.1), want, "{config}");
     }
 }
