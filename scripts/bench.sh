@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark of BENCHMARKS.md, in one run, as one table.
 #
-#   scripts/bench.sh                 all benchmarks (about 6 minutes)
-#   BENCH_SECONDS=4 BENCH_REPEATS=2  length and count of each Envoy measurement, per process
-#   BENCH_PROCESSES=3                Envoy processes per configuration (one after the
+#   scripts/bench.sh                 all benchmarks (about 9 minutes; 10 with BENCH_COMPARE)
+#   BENCH_SECONDS=3 BENCH_REPEATS=3  length and count of each Envoy measurement, per process
+#   BENCH_PROCESSES=4                Envoy processes per configuration (one after the
 #                                    other; each configuration's processes interleaved)
 #   BENCH_PROBE=1                    also price single host calls in Envoy (+2.5 min)
 #   BENCH_WASM=path                  measure another build of the filter as (c)
@@ -29,9 +29,9 @@ mkdir -p "$out"
 rows="$out/rows.tsv"
 : > "$rows"
 
-seconds=${BENCH_SECONDS:-4}
-repeats=${BENCH_REPEATS:-2}
-processes=${BENCH_PROCESSES:-3}
+seconds=${BENCH_SECONDS:-3}
+repeats=${BENCH_REPEATS:-3}
+processes=${BENCH_PROCESSES:-4}
 wasm=${BENCH_WASM:-build/locality_failover.wasm}
 
 # The pyenv shim in front of `envoy` costs a Python start per launch: use
@@ -119,7 +119,7 @@ table="$out/table.md"
   for v in BENCH_SECONDS BENCH_REPEATS BENCH_PROCESSES BENCH_COMPARE BENCH_FLOOR BENCH_PROBE BENCH_WASM; do
     [ -n "${!v:-}" ] && knobs+="$v=${!v} "
   done
-  echo "Command: \`${knobs}make bench\` (scripts/bench.sh; Envoy runs: ${processes} processes per configuration x ${repeats} rounds x ${seconds}s, interleaved; median (min-max) over all samples, ratios per process pair)."
+  echo "Command: \`${knobs}make bench\` (scripts/bench.sh; Envoy runs: ${processes} processes per configuration x ${repeats} rounds x ${seconds}s, interleaved; median (min-max) over all samples; a ratio is the median of its per-round ratios, with their range and the per-process-pair range)."
   for c in "${compare[@]}"; do echo "Compared build: $c ($(stat -c %s "$c") bytes)."; done
   echo "Machine: nproc $(nproc), ${cpu_model}, Envoy ${envoy_version:-unknown}, $(uname -r)."
   echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), ${elapsed}s; load average before ${load_before}, after ${load_after}."

@@ -53,9 +53,6 @@ enum RevisionRead {
 }
 
 /// The metadata namespace of the inventory (empty for an inline one).
-/// The request's cluster (`xds.cluster_name`); `None` when it has none
-/// (a passthrough), when the name is not UTF-8 or the read fails (a host
-/// error).
 /// The cluster's slot, or `None` (a passthrough, counted).
 pub(super) fn found_or_passthrough(
     clusters: &mut Clusters,
@@ -70,6 +67,9 @@ pub(super) fn found_or_passthrough(
     found
 }
 
+/// The request's cluster (`xds.cluster_name`); `None` when it has none
+/// (a passthrough), when the name is not UTF-8 or the read fails (a host
+/// error).
 pub(super) fn request_cluster_name(host: &mut dyn Host, metrics: &Metrics) -> Option<String> {
     match host.property(properties::CLUSTER_NAME) {
         // The host's buffer becomes the String: no copy.
