@@ -103,6 +103,7 @@ pub(crate) fn bench_envoy(b: &EnvoyBench<'_>, phases: &[EnvoyParams]) -> Result<
                 None => "unpinned".into(),
             }
         );
+        report_steal(p, &results);
         report_variants(p, &results);
         report_ratios(&results, &conf);
         if b.floor.is_some() {
@@ -177,6 +178,28 @@ fn cpu_text(results: &Results, name: &str) -> String {
         "{:.2} µs CPU/req ({lo:.2}-{hi:.2})",
         results.median(name, cpu)
     )
+}
+
+/// How much CPU the hypervisor stole while the samples ran: on a shared VM
+/// the noise the ratios carry (a quiet machine shows well under 1 %).
+fn report_steal(p: &EnvoyParams, results: &Results) {
+    let names: Vec<&str> = VARIANTS.iter().map(|v| v.short()).collect();
+    let mut all: Vec<f64> = names
+        .iter()
+        .flat_map(|n| results.values(n, |m| m.steal))
+        .filter(|s| s.is_finite())
+        .collect();
+    if all.is_empty() {
+        return;
+    }
+    let max = all.iter().copied().fold(0.0, f64::max);
+    row(
+        "1",
+        &format!("--concurrency {}: CPU steal while (a), (b), (c), (c') ran (share of the machine's CPU time, /proc/stat)", p.concurrency),
+        &format!("median {:.1} %, max {:.1} % over {} samples", median(&mut all) * 100.0, max * 100.0, all.len()),
+        "",
+        "",
+    );
 }
 
 fn report_variants(p: &EnvoyParams, results: &Results) {

@@ -131,6 +131,25 @@ pub(crate) struct Measurement {
     pub(crate) rps: f64,
     pub(crate) requests: u64,
     pub(crate) errors: u64,
+    /// Share of the machine's CPU time the hypervisor took (steal) while
+    /// the sample ran: the noise a VM cannot see otherwise.
+    pub(crate) steal: f64,
+}
+
+/// (steal, total) jiffies of all CPUs, from `/proc/stat`.
+pub(crate) fn steal_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice;
+    // guest time is already counted in user.
+    let steal = *fields.get(7)?;
+    let total = fields.iter().take(8).sum();
+    Some((steal, total))
 }
 
 pub(crate) fn measure(
@@ -141,6 +160,7 @@ pub(crate) fn measure(
 ) -> Result<Measurement, BenchError> {
     let pid = envoy.pid();
     let before = cpu_ticks(pid).ok_or("cannot read /proc/<envoy>/stat")?;
+    let steal_before = steal_ticks();
     let w = run_wrk(
         url,
         c.connections,
@@ -149,6 +169,10 @@ pub(crate) fn measure(
         c.client_cpus.as_deref(),
     )?;
     let after = cpu_ticks(pid).ok_or("cannot read /proc/<envoy>/stat")?;
+    let steal = match (steal_before, steal_ticks()) {
+        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => (s1 - s0) as f64 / (t1 - t0) as f64,
+        _ => f64::NAN,
+    };
     let cpu_s = (after - before) as f64 / tck;
     Ok(Measurement {
         cpu_us_per_req: cpu_s * 1e6 / w.requests as f64,
@@ -157,6 +181,7 @@ pub(crate) fn measure(
         rps: w.requests as f64 / w.seconds.max(1e-9),
         requests: w.requests,
         errors: w.errors,
+        steal,
     })
 }
 

@@ -70,7 +70,8 @@ impl Results {
             .collect()
     }
 
-    fn values(&self, name: &str, f: fn(&Measurement) -> f64) -> Vec<f64> {
+    /// Every sample of `name`, as `f` reads it.
+    pub(crate) fn values(&self, name: &str, f: fn(&Measurement) -> f64) -> Vec<f64> {
         self.by_name
             .get(name)
             .map(|ms| ms.iter().map(|(_, m)| f(m)).collect())
@@ -147,8 +148,8 @@ pub(crate) fn run_rounds(
             for (name, envoy, url) in &envoys {
                 let m = measure(envoy, url, p, tck)?;
                 progress(&format!(
-                    "concurrency {} process {} round {} {name}: {:.2} µs CPU/req, p50 {:.0} µs, p99 {:.0} µs, {:.0} req/s, {} requests, {} errors",
-                    p.concurrency, process + 1, round + 1, m.cpu_us_per_req, m.p50_us, m.p99_us, m.rps, m.requests, m.errors
+                    "concurrency {} process {} round {} {name}: {:.2} µs CPU/req, p50 {:.0} µs, p99 {:.0} µs, {:.0} req/s, {} requests, {} errors, steal {:.1}%",
+                    p.concurrency, process + 1, round + 1, m.cpu_us_per_req, m.p50_us, m.p99_us, m.rps, m.requests, m.errors, m.steal * 100.0
                 ));
                 let samples = results.by_name.entry(name.clone()).or_default();
                 results
