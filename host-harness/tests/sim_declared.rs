@@ -31,8 +31,7 @@ fn hosts() -> Vec<String> {
     guide::PODS.iter().map(|p| p.address.to_string()).collect()
 }
 
-/// The guide's step-6 policy with `extra` merged into `inventory` and
-/// `steering`.
+/// The guide's step-6 policy with the given `inventory` and `steering`.
 fn config(inventory: Value, steering: Value) -> Value {
     json!({
         "trafficPolicy": {

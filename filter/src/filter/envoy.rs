@@ -13,6 +13,7 @@ use crate::metrics::{Metric, Metrics};
 use crate::outlier::nanos;
 use crate::poll::{self, PollKeys};
 
+use super::cluster::found_or_passthrough;
 use super::routed::{routed, Routed};
 use super::{fnv1a, Configured};
 
@@ -209,19 +210,13 @@ impl Configured {
         let name = match routed(self.declared.as_mut(), host, metrics)? {
             Routed::Declared => {
                 let name = &self.declared.as_ref()?.name;
-                return super::cluster::found_or_passthrough(
-                    &mut self.clusters,
-                    host,
-                    metrics,
-                    name,
-                );
+                return found_or_passthrough(&mut self.clusters, host, metrics, name);
             }
             Routed::Read(name) => name,
         };
-        if let Some(index) = self.clusters.find(&name) {
+        if let Some(index) = found_or_passthrough(&mut self.clusters, host, metrics, &name) {
             return Some(index);
         }
-        metrics.inc(host, Metric::Passthrough);
         let p = self.poller.as_mut()?;
         if p.source.clusters.is_empty() && !p.noted.contains(&name) {
             match poll::record_routed(host, &p.keys, &name) {
