@@ -175,6 +175,10 @@ impl Player for SimPlayer {
             })?;
         if changed {
             self.publish();
+            // A worker re-reads the inventory's revision at most this often:
+            // the new inventory is certain to be seen only after it.
+            self.envoy
+                .advance(locality_failover::filter::REVISION_REFRESH);
         }
         Ok(())
     }

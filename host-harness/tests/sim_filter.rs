@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use host_harness::fixtures::guide;
 use host_harness::sim::{
-    lock, Behavior, RetryPolicy, RouterSteering, SimEnvoy, SimHost, EPOCH_NANOS,
+    lock, nanos, Behavior, RetryPolicy, RouterSteering, SimEnvoy, SimHost, EPOCH_NANOS,
 };
 use host_harness::sim_player::{SimPlayer, CLUSTER};
-use locality_failover::filter::FilterRoot;
+use locality_failover::filter::{FilterRoot, REVISION_REFRESH};
 use locality_failover::metadata::metadata_for;
 use serde_json::json;
 
@@ -349,6 +350,57 @@ fn bad_inventory_keeps_the_last_good_one_and_logs_once() {
     assert_eq!(refusals, 1, "logged once, not per request");
 }
 
+/// The revision leaf is read at most once per [`REVISION_REFRESH`] (a CEL
+/// walk of the cluster metadata in Envoy), so a new inventory is adopted by
+/// the first request after that bound, never later, and the requests in
+/// between still go by the old one.
+#[test]
+fn a_new_revision_is_adopted_within_revision_refresh() {
+    let mut e = envoy(1, &guide_config());
+    let spacing = Duration::from_micros(100);
+    e.request_spacing = spacing;
+    let home = "10.10.0.15:8080".to_string();
+    for _ in 0..20 {
+        assert_eq!(e.request(&[]).attempts, vec![home.clone()]);
+    }
+    // The control plane drops the home pod from the inventory (Envoy still
+    // holds the host, so a stale pick would still be answered by it).
+    let rest: Vec<_> = guide_endpoints()
+        .into_iter()
+        .filter(|(a, _)| *a != home)
+        .collect();
+    let hosts = e.cluster_hosts.clone();
+    e.set_cluster(CLUSTER, metadata(&rest, 2), hosts);
+    e.set_property(
+        &["xds", "cluster_metadata", "filter_metadata", NS, "revision"],
+        Some(b"2".to_vec()),
+    );
+    let bound = (REVISION_REFRESH.as_micros() / spacing.as_micros()) as usize;
+    let picks: Vec<String> = (0..bound + 5)
+        .map(|_| e.request(&[]).attempts.concat())
+        .collect();
+    let stale = picks.iter().take_while(|a| **a == home).count();
+    assert!(
+        stale > 0 && stale <= bound,
+        "{stale} requests went by the old inventory (bound {bound})"
+    );
+    assert!(
+        picks[stale..].iter().all(|a| *a != home),
+        "once adopted the new inventory stays: {picks:?}"
+    );
+    let path = format!("xds.cluster_metadata.filter_metadata.{NS}.revision");
+    let reads = lock(&e.shared)
+        .property_paths
+        .get(&path)
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        (2..=3).contains(&reads),
+        "{reads} revision reads over {} requests {spacing:?} apart",
+        bound + 6
+    );
+}
+
 #[test]
 fn failing_host_calls_are_safe() {
     let mut e = envoy(1, &guide_config());
@@ -521,8 +573,9 @@ fn a_request_in_flight_across_an_inventory_change_keeps_its_endpoints() {
         .0
         .clone();
     assert_ne!(picked, same_index_now);
-    // While it is in flight, a new inventory (every index moves) is loaded.
-    let later = EPOCH_NANOS + 2_000_000;
+    // While it is in flight, a new inventory (every index moves) is loaded:
+    // the next request after the revision's staleness bound reads it.
+    let later = EPOCH_NANOS + nanos(REVISION_REFRESH);
     root.on_request_headers(&mut SimHost::new(
         &e.shared, later, &second, &config, &faults,
     ));

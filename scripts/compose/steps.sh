@@ -110,6 +110,8 @@ PY
     sleep 0.1
   done
   [ "$got" = "$want" ] || abort "CDS update $revision not applied within 10 s (Envoy has: $got; want: $want)"
+  # Each filter worker re-reads the inventory's revision at most every 10 ms.
+  sleep 0.02
   say "-> CDS update (demo/cds.yaml renamed into place): endpoints {$(for p in "$@"; do printf '%s ' "$(short "$p")"; done | sed 's/ $//')}"
 }
 

@@ -12,7 +12,10 @@ use crate::properties;
 use crate::shared::{self, ClusterKeys, SharedStore};
 
 use super::routed::{routed, Routed};
-use super::{fnv1a, warn_host_error, Configured, CONFIG_CLUSTER, INVENTORY_CHECK, VIEW_REFRESH};
+use super::{
+    fnv1a, warn_host_error, Configured, CONFIG_CLUSTER, INVENTORY_CHECK, REVISION_REFRESH,
+    VIEW_REFRESH,
+};
 
 pub(super) struct ClusterState {
     pub name: String,
@@ -23,7 +26,7 @@ pub(super) struct ClusterState {
     revision: Option<Vec<u8>>,
     checked_at: u64,
     /// When the `revision` leaf was last read (at most once per
-    /// [`VIEW_REFRESH`]), and what it said.
+    /// [`REVISION_REFRESH`]), and what it said.
     revision_read_at: u64,
     revision_read: RevisionRead,
     /// When the cached ejection table says the next sweep is due.
@@ -497,7 +500,7 @@ impl Configured {
 
 /// Whether a known cluster's inventory must be looked at again. A
 /// control plane that versions the inventory (`revision`) is noticed
-/// within [`VIEW_REFRESH`] (the leaf is read at most that often);
+/// within [`REVISION_REFRESH`] (the leaf is read at most that often);
 /// otherwise the metadata is compared once per [`INVENTORY_CHECK`].
 fn inventory_due(
     clusters: &mut Clusters,
@@ -509,8 +512,8 @@ fn inventory_due(
     let state = known.and_then(|i| clusters.at_mut(i));
     let stale = |s: &ClusterState| now.saturating_sub(s.checked_at) >= nanos(INVENTORY_CHECK);
     if let Some(s) = &state {
-        let recent =
-            s.revision_read_at != 0 && now.saturating_sub(s.revision_read_at) < nanos(VIEW_REFRESH);
+        let recent = s.revision_read_at != 0
+            && now.saturating_sub(s.revision_read_at) < nanos(REVISION_REFRESH);
         match s.revision_read {
             RevisionRead::Same if recent => return false,
             RevisionRead::Absent if recent => return stale(s),

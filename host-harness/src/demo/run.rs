@@ -309,6 +309,8 @@ impl Demo<'_> {
         self.envoy
             .apply_clusters(&[cluster], T)
             .map_err(HarnessError::envoy("CDS update"))?;
+        // A worker re-reads the inventory's revision at most this often.
+        std::thread::sleep(locality_failover::filter::REVISION_REFRESH);
         let names: Vec<&str> = present.iter().map(|p| short(p)).collect();
         println!(
             "    -> CDS update: endpoints {{{}}}, applied in {} ms",

@@ -230,7 +230,8 @@ impl FilterPlayer {
     }
 
     /// Rewrites the CDS file with the present endpoints (in the cluster and
-    /// in the metadata inventory) and a new revision; waits until applied.
+    /// in the metadata inventory) and a new revision; waits until applied
+    /// and then one [`REVISION_REFRESH`](locality_failover::filter::REVISION_REFRESH).
     fn publish(&mut self) -> Result<()> {
         self.revision += 1;
         let mut endpoints = Vec::new();
@@ -248,6 +249,9 @@ impl FilterPlayer {
             .envoy
             .apply_clusters(&self.cfg.clusters(), XDS_TIMEOUT)
             .map_err(HarnessError::envoy("CDS update"))?;
+        // A worker re-reads the inventory's revision at most this often:
+        // the new inventory is certain to be seen only after it.
+        std::thread::sleep(locality_failover::filter::REVISION_REFRESH);
         Ok(())
     }
 

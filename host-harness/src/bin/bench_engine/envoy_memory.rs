@@ -125,6 +125,8 @@ fn update_inventory(
     envoy
         .apply_clusters(&cfg.clusters(), Duration::from_secs(60))
         .map_err(|e| e.to_string())?;
+    // A worker re-reads the inventory's revision at most this often.
+    std::thread::sleep(locality_failover::filter::REVISION_REFRESH);
     let updates = poke(envoy)?;
     let after = wasm_memories(envoy.pid());
     progress(&format!(
