@@ -29,8 +29,8 @@ mkdir -p "$out"
 rows="$out/rows.tsv"
 : > "$rows"
 
-seconds=${BENCH_SECONDS:-3}
-repeats=${BENCH_REPEATS:-3}
+seconds=${BENCH_SECONDS:-2}
+repeats=${BENCH_REPEATS:-5}
 processes=${BENCH_PROCESSES:-4}
 wasm=${BENCH_WASM:-build/locality_failover.wasm}
 

@@ -150,7 +150,8 @@ impl Configured {
             let Some(address) = state.address(request.inventory, first) else {
                 return false;
             };
-            if state.engine.contains(address) && !(current && state.is_clean(first)) {
+            // Known clean first: it is an index compare, `contains` a hash lookup.
+            if !(current && state.is_clean(first)) && state.engine.contains(address) {
                 let key = &mut self.scratch.key;
                 state.keys.streak_into(key, address);
                 let Ok(streaks) = shared::read_streaks(host, key) else {

@@ -171,11 +171,12 @@ fn floor_configs(
     configs
 }
 
-/// "median µs (min-max)" of CPU per request.
+/// "undisturbed µs; median µs (min-max)" of CPU per request.
 fn cpu_text(results: &Results, name: &str) -> String {
     let (lo, hi) = results.range(name, cpu);
     format!(
-        "{:.2} µs CPU/req ({lo:.2}-{hi:.2})",
+        "{:.2} µs CPU/req undisturbed; median {:.2} ({lo:.2}-{hi:.2})",
+        results.undisturbed(name, cpu),
         results.median(name, cpu)
     )
 }
@@ -245,8 +246,23 @@ fn ratio_text(results: &Results, num: &str, den: &str) -> (f64, String) {
     )
 }
 
+/// `num / den` of the undisturbed costs ([`Results::undisturbed`]), with
+/// the per-process-pair range, then the all-rounds view ([`ratio_text`]).
+fn undisturbed_text(results: &Results, num: &str, den: &str) -> (f64, String) {
+    let (n, d) = (results.undisturbed(num, cpu), results.undisturbed(den, cpu));
+    let r = n / d;
+    let (lo, hi) = results.undisturbed_pair_range(num, den, cpu);
+    let (_, all) = ratio_text(results, num, den);
+    (
+        r,
+        format!(
+            "{r:.3}x undisturbed ({n:.2} / {d:.2} µs; per process pair {lo:.3}-{hi:.3}); all rounds: {all}"
+        ),
+    )
+}
+
 fn report_ratios(results: &Results, conf: &str) {
-    let (_, ba) = ratio_text(results, "b", "a");
+    let (_, ba) = undisturbed_text(results, "b", "a");
     row(
         "1",
         &format!("CPU/req (b)/(a): the cost of any Rust wasm filter [{conf}]"),
@@ -254,7 +270,7 @@ fn report_ratios(results: &Results, conf: &str) {
         "",
         "",
     );
-    let (cb, text) = ratio_text(results, "c", "b");
+    let (cb, text) = undisturbed_text(results, "c", "b");
     row(
         "1",
         &format!("CPU/req (c)/(b) [{conf}]"),
@@ -262,7 +278,7 @@ fn report_ratios(results: &Results, conf: &str) {
         "<= 1.08x",
         verdict(cb <= 1.08),
     );
-    let (ca, text) = ratio_text(results, "c", "a");
+    let (ca, text) = undisturbed_text(results, "c", "a");
     row(
         "1",
         &format!("CPU/req (c)/(a) [{conf}]"),
@@ -270,7 +286,7 @@ fn report_ratios(results: &Results, conf: &str) {
         "<= 1.35x",
         verdict(ca <= 1.35),
     );
-    let (_, text) = ratio_text(results, "cu", "b");
+    let (_, text) = undisturbed_text(results, "cu", "b");
     row(
         "1",
         &format!("CPU/req (c')/(b), nothing declared [{conf}]"),
@@ -278,7 +294,7 @@ fn report_ratios(results: &Results, conf: &str) {
         "",
         "",
     );
-    let (_, text) = ratio_text(results, "c", "cu");
+    let (_, text) = undisturbed_text(results, "c", "cu");
     row(
         "1",
         &format!("CPU/req (c)/(c'): what the two declarations save [{conf}]"),
@@ -297,17 +313,17 @@ fn report_ratios(results: &Results, conf: &str) {
 }
 
 fn report_floor(p: &EnvoyParams, results: &Results, extra: bool) {
-    let f = results.median("floor", cpu);
-    let (fb, fb_text) = ratio_text(results, "floor", "b");
-    let (cf, cf_text) = ratio_text(results, "c", "floor");
+    let f = results.undisturbed("floor", cpu);
+    let (fb, fb_text) = undisturbed_text(results, "floor", "b");
+    let (cf, cf_text) = undisturbed_text(results, "c", "floor");
     row(
         "1",
         &format!("--concurrency {}: floor: fixed override-host header from a no-op filter on (c)'s cluster", p.concurrency),
         &format!(
             "{} = {fb_text} (b), {:.3}x (a); (c) - floor = {:.2} µs, (c)/floor {cf_text}",
             cpu_text(results, "floor"),
-            f / results.median("a", cpu),
-            results.median("c", cpu) - f
+            f / results.undisturbed("a", cpu),
+            results.undisturbed("c", cpu) - f
         ),
         "",
         "",
@@ -321,7 +337,7 @@ fn report_floor(p: &EnvoyParams, results: &Results, extra: bool) {
         ("floor-rr", "same cluster as plain ROUND_ROBIN, no header"),
     ];
     for (name, what) in extras.into_iter().filter(|_| extra) {
-        let (_, text) = ratio_text(results, name, "b");
+        let (_, text) = undisturbed_text(results, name, "b");
         row(
             "1",
             &format!("--concurrency {}: {what}", p.concurrency),
@@ -335,8 +351,8 @@ fn report_floor(p: &EnvoyParams, results: &Results, extra: bool) {
 fn report_compare(p: &EnvoyParams, results: &Results, compare: &[PathBuf]) {
     for (k, other) in compare.iter().enumerate() {
         let name = compare_name(k);
-        let (_, vs_b) = ratio_text(results, &name, "b");
-        let (_, c_vs) = ratio_text(results, "c", &name);
+        let (_, vs_b) = undisturbed_text(results, &name, "b");
+        let (_, c_vs) = undisturbed_text(results, "c", &name);
         let p99 = results.median(&name, |m| m.p99_us);
         row(
             "1",
@@ -348,7 +364,7 @@ fn report_compare(p: &EnvoyParams, results: &Results, compare: &[PathBuf]) {
             &format!(
                 "{} = {vs_b} (b), {:.3}x (a); (c)/({name}) {c_vs}; p99 {p99:.0} µs = {:.3}x (a)",
                 cpu_text(results, &name),
-                results.median(&name, cpu) / results.median("a", cpu),
+                results.undisturbed(&name, cpu) / results.undisturbed("a", cpu),
                 p99 / results.median("a", |m| m.p99_us)
             ),
             "",

@@ -102,6 +102,44 @@ impl Results {
             .collect()
     }
 
+    /// The least disturbed sample of each process generation of `name`.
+    fn per_process_min(&self, name: &str, f: fn(&Measurement) -> f64) -> BTreeMap<usize, f64> {
+        let mut by: BTreeMap<usize, f64> = BTreeMap::new();
+        for (process, m) in self.by_name.get(name).into_iter().flatten() {
+            let v = by.entry(*process).or_insert(f64::INFINITY);
+            *v = v.min(f(m));
+        }
+        by
+    }
+
+    /// The undisturbed cost of `name`: each process's least disturbed round
+    /// (its minimum), then the median over the processes. Interference from
+    /// the rest of the machine only ever adds CPU per request, so a
+    /// process's lowest sample is its best estimate of the undisturbed cost
+    /// (the minimum estimator of Chen & Revels, "Robust benchmarking in
+    /// noisy environments", 2016, used by Julia's BenchmarkTools); the
+    /// median over processes keeps one process's code layout from deciding.
+    pub(crate) fn undisturbed(&self, name: &str, f: fn(&Measurement) -> f64) -> f64 {
+        let mut v: Vec<f64> = self.per_process_min(name, f).into_values().collect();
+        median(&mut v)
+    }
+
+    /// `num / den` of the undisturbed costs per process generation: (min, max).
+    pub(crate) fn undisturbed_pair_range(
+        &self,
+        num: &str,
+        den: &str,
+        f: fn(&Measurement) -> f64,
+    ) -> (f64, f64) {
+        let d = self.per_process_min(den, f);
+        self.per_process_min(num, f)
+            .iter()
+            .filter_map(|(p, n)| d.get(p).map(|d| n / d))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+                (lo.min(r), hi.max(r))
+            })
+    }
+
     /// `num / den` per process generation (processes measured side by
     /// side): (min, max).
     pub(crate) fn ratio_range(
