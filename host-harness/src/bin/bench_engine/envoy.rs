@@ -131,9 +131,11 @@ fn cpu(m: &Measurement) -> f64 {
 }
 
 /// The floor of any override-host filter: the probe writes a fixed
-/// override-host header (P0, P1, P2) on (c)'s cluster, nothing else; with
-/// `extra`, the same without the header (the override-host policy's
-/// round-robin fallback) and with a plain ROUND_ROBIN cluster.
+/// override-host header (P0, P1, P2) on (c)'s cluster, nothing else; the
+/// minimal job: the same plus the host calls (c) cannot drop (the clock,
+/// the response headers in one buffer); with `extra`, the floor without
+/// the header (the override-host policy's round-robin fallback) and with a
+/// plain ROUND_ROBIN cluster.
 fn floor_configs(
     probe: &Path,
     addrs: &[SocketAddr],
@@ -155,6 +157,13 @@ fn floor_configs(
     let mut generated = cfg.generate(&dir("floor"));
     strip_access_logs(&mut generated.bootstrap);
     let mut configs = vec![("floor".to_string(), generated, dir("floor"))];
+    cfg.wasm = Some(probe_filter(format!(
+        "op=job n=1 phase=request arg=x-locality-failover-hosts val={}",
+        value.join(",")
+    )));
+    let mut generated = cfg.generate(&dir("job"));
+    strip_access_logs(&mut generated.bootstrap);
+    configs.push(("job".to_string(), generated, dir("job")));
     for name in ["floor-fallback", "floor-rr"].into_iter().filter(|_| extra) {
         cfg.wasm = Some(probe_filter("op=none n=0".into()));
         let mut generated = cfg.generate(&dir(name));
@@ -329,6 +338,21 @@ fn report_floor(p: &EnvoyParams, results: &Results, extra: bool) {
         "",
     );
     let _ = (fb, cf);
+    let j = results.undisturbed("job", cpu);
+    let (_, jb_text) = undisturbed_text(results, "job", "b");
+    let (_, cj_text) = undisturbed_text(results, "c", "job");
+    row(
+        "1",
+        &format!("--concurrency {}: minimal job: the override-host header write, the clock, `:status` and `x-envoy-attempt-count` in one response-header buffer, nothing else (the host work (c) cannot drop)", p.concurrency),
+        &format!(
+            "{} = {jb_text} (b), {:.3}x (a); (c) - job = {:.2} µs, (c)/job {cj_text}",
+            cpu_text(results, "job"),
+            j / results.undisturbed("a", cpu),
+            results.undisturbed("c", cpu) - j
+        ),
+        "",
+        "",
+    );
     let extras = [
         (
             "floor-fallback",

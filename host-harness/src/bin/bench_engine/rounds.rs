@@ -4,11 +4,15 @@
 //! interleaving removes drift, only more processes average that out. So a
 //! configuration is measured on `processes` processes, one generation at a
 //! time (one process per configuration, all warmed up, then `repeats`
-//! rounds a, b, c, a, b, c, ...), and reported as the median over every
-//! sample with the min-max spread. A ratio of two configurations is the
-//! median of its per-round ratios: the two samples of a round ran seconds
-//! apart, so drift of the machine (other VMs on the host, frequency)
-//! cancels in each, which the ratio of two medians over minutes does not.
+//! rounds a, b, c, a, b, c, ...). On this shared VM interference only ever
+//! adds CPU per request: a configuration's samples have a sharp lower edge
+//! and a long upper tail (BENCHMARKS.md). So a configuration is reported by
+//! its undisturbed cost ([`Results::undisturbed`]: each process's least
+//! disturbed round, median over processes), which the verdicts use, and by
+//! the median over every sample with the min-max spread. The all-rounds
+//! view of a ratio is the median of its per-round ratios: the two samples
+//! of a round ran seconds apart, so slow drift of the machine cancels in
+//! each, which the ratio of two medians over minutes does not.
 
 use crate::BenchError;
 use std::collections::BTreeMap;
