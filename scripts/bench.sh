@@ -119,7 +119,7 @@ table="$out/table.md"
   for v in BENCH_SECONDS BENCH_REPEATS BENCH_PROCESSES BENCH_COMPARE BENCH_FLOOR BENCH_PROBE BENCH_WASM; do
     [ -n "${!v:-}" ] && knobs+="$v=${!v} "
   done
-  echo "Command: \`${knobs}make bench\` (scripts/bench.sh; Envoy runs: ${processes} processes per configuration x ${repeats} rounds x ${seconds}s, interleaved; median (min-max) over all samples; a ratio is the median of its per-round ratios, with their range and the per-process-pair range)."
+  echo "Command: \`${knobs}make bench\` (scripts/bench.sh; Envoy runs: ${processes} processes per configuration x ${repeats} rounds x ${seconds}s, interleaved; a configuration's undisturbed cost is each process's lowest round, median over processes, and verdicts are its ratios; beside it the median (min-max) over all samples and, per ratio, the median of the per-round ratios with their range and the per-process-pair ranges)."
   for c in "${compare[@]}"; do echo "Compared build: $c ($(stat -c %s "$c") bytes)."; done
   echo "Machine: nproc $(nproc), ${cpu_model}, Envoy ${envoy_version:-unknown}, $(uname -r)."
   echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), ${elapsed}s; load average before ${load_before}, after ${load_after}."
