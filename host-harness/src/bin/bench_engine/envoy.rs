@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::envoy_config::{generate, guide_endpoints, guide_node, strip_access_logs, Variant};
 use crate::measure::{clk_tck, Measurement};
 use crate::report::{median, progress, row, verdict};
-use crate::rounds::{run_rounds, Config, EnvoyParams, Results};
+use crate::rounds::{lowest, run_rounds, Config, EnvoyParams, Results};
 use crate::upstream::UpstreamProcess;
 use host_harness::envoy::{EnvoyProcess, FilterModeConfig, Layout, Steering, WasmFilter};
 use serde_json::{json, Value};
@@ -132,10 +132,10 @@ fn cpu(m: &Measurement) -> f64 {
 
 /// The floor of any override-host filter: the probe writes a fixed
 /// override-host header (P0, P1, P2) on (c)'s cluster, nothing else; the
-/// minimal job: the same plus the host calls (c) cannot drop (the clock,
-/// the response headers in one buffer); with `extra`, the floor without
-/// the header (the override-host policy's round-robin fallback) and with a
-/// plain ROUND_ROBIN cluster.
+/// minimal job: that header alone (no marker header) and the host calls (c)
+/// cannot drop (the clock, the response headers in one buffer); with
+/// `extra`, the floor without the header (the override-host policy's
+/// round-robin fallback) and with a plain ROUND_ROBIN cluster.
 fn floor_configs(
     probe: &Path,
     addrs: &[SocketAddr],
@@ -245,7 +245,7 @@ fn ratio_text(results: &Results, num: &str, den: &str) -> (f64, String) {
         });
     let r = median(&mut rounds);
     let of_medians = results.median(num, cpu) / results.median(den, cpu);
-    let (plo, phi) = results.ratio_range(num, den, cpu);
+    let (plo, phi) = results.process_pair_range(num, den, cpu, median);
     (
         r,
         format!(
@@ -260,7 +260,7 @@ fn ratio_text(results: &Results, num: &str, den: &str) -> (f64, String) {
 fn undisturbed_text(results: &Results, num: &str, den: &str) -> (f64, String) {
     let (n, d) = (results.undisturbed(num, cpu), results.undisturbed(den, cpu));
     let r = n / d;
-    let (lo, hi) = results.undisturbed_pair_range(num, den, cpu);
+    let (lo, hi) = results.process_pair_range(num, den, cpu, lowest);
     let (_, all) = ratio_text(results, num, den);
     (
         r,
@@ -322,37 +322,13 @@ fn report_ratios(results: &Results, conf: &str) {
 }
 
 fn report_floor(p: &EnvoyParams, results: &Results, extra: bool) {
-    let f = results.undisturbed("floor", cpu);
-    let (fb, fb_text) = undisturbed_text(results, "floor", "b");
-    let (cf, cf_text) = undisturbed_text(results, "c", "floor");
-    row(
-        "1",
-        &format!("--concurrency {}: floor: fixed override-host header from a no-op filter on (c)'s cluster", p.concurrency),
-        &format!(
-            "{} = {fb_text} (b), {:.3}x (a); (c) - floor = {:.2} µs, (c)/floor {cf_text}",
-            cpu_text(results, "floor"),
-            f / results.undisturbed("a", cpu),
-            results.undisturbed("c", cpu) - f
-        ),
-        "",
-        "",
+    report_reference(
+        p,
+        results,
+        "floor",
+        "floor: fixed override-host header from a no-op filter on (c)'s cluster",
     );
-    let _ = (fb, cf);
-    let j = results.undisturbed("job", cpu);
-    let (_, jb_text) = undisturbed_text(results, "job", "b");
-    let (_, cj_text) = undisturbed_text(results, "c", "job");
-    row(
-        "1",
-        &format!("--concurrency {}: minimal job: the override-host header write, the clock, `:status` and `x-envoy-attempt-count` in one response-header buffer, nothing else (the host work (c) cannot drop)", p.concurrency),
-        &format!(
-            "{} = {jb_text} (b), {:.3}x (a); (c) - job = {:.2} µs, (c)/job {cj_text}",
-            cpu_text(results, "job"),
-            j / results.undisturbed("a", cpu),
-            results.undisturbed("c", cpu) - j
-        ),
-        "",
-        "",
-    );
+    report_reference(p, results, "job", "minimal job: the override-host header write, the clock, `:status` and `x-envoy-attempt-count` in one response-header buffer, nothing else (the host work (c) cannot drop)");
     let extras = [
         (
             "floor-fallback",
@@ -370,6 +346,26 @@ fn report_floor(p: &EnvoyParams, results: &Results, extra: bool) {
             "",
         );
     }
+}
+
+/// A reference configuration against (b), (a) and (c): what (c) costs
+/// over it, in µs and as a ratio.
+fn report_reference(p: &EnvoyParams, results: &Results, name: &str, what: &str) {
+    let r = results.undisturbed(name, cpu);
+    let (_, vs_b) = undisturbed_text(results, name, "b");
+    let (_, c_vs) = undisturbed_text(results, "c", name);
+    row(
+        "1",
+        &format!("--concurrency {}: {what}", p.concurrency),
+        &format!(
+            "{} = {vs_b} (b), {:.3}x (a); (c) - {name} = {:.2} µs, (c)/{name} {c_vs}",
+            cpu_text(results, name),
+            r / results.undisturbed("a", cpu),
+            results.undisturbed("c", cpu) - r
+        ),
+        "",
+        "",
+    );
 }
 
 fn report_compare(p: &EnvoyParams, results: &Results, compare: &[PathBuf]) {

@@ -95,25 +95,18 @@ impl Results {
         (min, max)
     }
 
-    /// The median of each process generation's samples of `name`.
-    fn per_process(&self, name: &str, f: fn(&Measurement) -> f64) -> BTreeMap<usize, f64> {
+    /// `stat` of each process generation's samples of `name`.
+    fn per_process(
+        &self,
+        name: &str,
+        f: fn(&Measurement) -> f64,
+        stat: fn(&mut [f64]) -> f64,
+    ) -> BTreeMap<usize, f64> {
         let mut by: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
         for (process, m) in self.by_name.get(name).into_iter().flatten() {
             by.entry(*process).or_default().push(f(m));
         }
-        by.into_iter()
-            .map(|(p, mut v)| (p, median(&mut v)))
-            .collect()
-    }
-
-    /// The least disturbed sample of each process generation of `name`.
-    fn per_process_min(&self, name: &str, f: fn(&Measurement) -> f64) -> BTreeMap<usize, f64> {
-        let mut by: BTreeMap<usize, f64> = BTreeMap::new();
-        for (process, m) in self.by_name.get(name).into_iter().flatten() {
-            let v = by.entry(*process).or_insert(f64::INFINITY);
-            *v = v.min(f(m));
-        }
-        by
+        by.into_iter().map(|(p, mut v)| (p, stat(&mut v))).collect()
     }
 
     /// The undisturbed cost of `name`: each process's least disturbed round
@@ -124,43 +117,27 @@ impl Results {
     /// noisy environments", 2016, used by Julia's BenchmarkTools); the
     /// median over processes keeps one process's code layout from deciding.
     pub(crate) fn undisturbed(&self, name: &str, f: fn(&Measurement) -> f64) -> f64 {
-        let mut v: Vec<f64> = self.per_process_min(name, f).into_values().collect();
+        let mut v: Vec<f64> = self.per_process(name, f, lowest).into_values().collect();
         median(&mut v)
     }
 
-    /// `num / den` of the undisturbed costs per process generation: (min, max).
-    pub(crate) fn undisturbed_pair_range(
+    /// `num / den` per process generation (processes measured side by
+    /// side), each process taken as `stat` of its samples ([`median`], or
+    /// [`lowest`] for the undisturbed cost): (min, max).
+    pub(crate) fn process_pair_range(
         &self,
         num: &str,
         den: &str,
         f: fn(&Measurement) -> f64,
+        stat: fn(&mut [f64]) -> f64,
     ) -> (f64, f64) {
-        let d = self.per_process_min(den, f);
-        self.per_process_min(num, f)
+        let d = self.per_process(den, f, stat);
+        self.per_process(num, f, stat)
             .iter()
             .filter_map(|(p, n)| d.get(p).map(|d| n / d))
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
                 (lo.min(r), hi.max(r))
             })
-    }
-
-    /// `num / den` per process generation (processes measured side by
-    /// side): (min, max).
-    pub(crate) fn ratio_range(
-        &self,
-        num: &str,
-        den: &str,
-        f: fn(&Measurement) -> f64,
-    ) -> (f64, f64) {
-        let d = self.per_process(den, f);
-        let ratios: Vec<f64> = self
-            .per_process(num, f)
-            .iter()
-            .filter_map(|(p, n)| d.get(p).map(|d| n / d))
-            .collect();
-        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (min, max)
     }
 
     /// Requests and errors over every sample of `name`.
@@ -256,4 +233,9 @@ pub(crate) fn envoy_phases(seconds: u32, repeats: usize, processes: usize) -> [E
         client_cpus: client_cpus.map(str::to_string),
     };
     [phase(1, Some("1"), Some("0")), phase(2, None, None)]
+}
+
+/// The least disturbed of a process's samples.
+pub(crate) fn lowest(v: &mut [f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
