@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use host_harness::envoy::config::{FilterModeConfig, Layout, Node, Steering};
 use host_harness::envoy::{
-    envoy_binary, http_get, Behavior, Endpoint, EnvoyOptions, EnvoyProcess, HttpResponse,
-    RetryPolicy, TempDir, Upstreams, WasmFilter,
+    http_get, Behavior, Endpoint, EnvoyOptions, EnvoyProcess, HttpResponse, RetryPolicy, TempDir,
+    Upstreams, WasmFilter,
 };
 use serde_json::json;
 
 mod common;
-use common::{labels, wasm};
+use common::{labels, require_envoy, wasm};
 
 const T: Duration = Duration::from_secs(5);
 const HEADER: &str = "x-locality-failover-hosts";
@@ -78,10 +78,7 @@ fn attempt_counts(r: &HttpResponse) -> Vec<&str> {
 
 #[test]
 fn the_router_writes_the_count_over_the_upstream_value() {
-    if envoy_binary().is_none() {
-        eprintln!("SKIP: envoy not on PATH");
-        return;
-    }
+    require_envoy!();
     let ups = Upstreams::start(&["refusing"]).expect("upstreams");
     let forger = forging_upstream();
     let endpoints = vec![
@@ -104,10 +101,7 @@ fn the_router_writes_the_count_over_the_upstream_value() {
 
 #[test]
 fn a_retry_behind_a_forging_upstream_still_counts_against_the_first_entry() {
-    if envoy_binary().is_none() {
-        eprintln!("SKIP: envoy not on PATH");
-        return;
-    }
+    require_envoy!();
     let ups = Upstreams::start(&["local"]).expect("upstreams");
     let forger = forging_upstream();
     let mut local = Endpoint::new("local", ups.addr("local").expect("addr"));

@@ -21,16 +21,11 @@ use host_harness::envoy::{
     OutlierDetection, RetryPolicy, TempDir, Upstreams, WasmFilter,
 };
 
-const T: Duration = Duration::from_secs(5);
+#[allow(dead_code)]
+mod common;
+use common::require_envoy;
 
-macro_rules! require_envoy {
-    () => {
-        if envoy_binary().is_none() {
-            eprintln!("SKIP: envoy not on PATH (set ENVOY_BIN to run the real-Envoy tests)");
-            return;
-        }
-    };
-}
+const T: Duration = Duration::from_secs(5);
 
 /// Upstreams + Envoy + work dir, dropped in that order (Envoy first).
 struct Rig {

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use host_harness::envoy::config::{FilterModeConfig, Layout, Node, Steering};
 use host_harness::envoy::{
-    envoy_binary, http_get, Behavior, Endpoint, EnvoyOptions, EnvoyProcess, RetryPolicy, TempDir,
-    Upstreams, WasmFilter,
+    http_get, Behavior, Endpoint, EnvoyOptions, EnvoyProcess, RetryPolicy, TempDir, Upstreams,
+    WasmFilter,
 };
 use serde_json::json;
 
 mod common;
-use common::{labels, wasm};
+use common::{labels, require_envoy, wasm};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -52,10 +52,7 @@ struct Tally {
 
 #[test]
 fn no_client_error_while_any_endpoint_is_healthy() {
-    if envoy_binary().is_none() {
-        eprintln!("SKIP: envoy not on PATH");
-        return;
-    }
+    require_envoy!();
     let seconds = env_u64("SOAK_SECONDS", 8);
     let clients = env_u64("SOAK_CLIENTS", 4) as usize;
     let names = ["east-1a", "east-1b", "west-2a", "west-2b"];

@@ -7,6 +7,7 @@
 
 #[allow(dead_code)]
 mod common;
+use common::require_envoy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -22,15 +23,6 @@ use host_harness::waypoint::golden::{Golden, SERVICE_CLUSTER};
 use host_harness::waypoint::render::{self, RenderInput, SUBSTITUTIONS};
 use host_harness::waypoint::SESSION_HEADER;
 use serde_json::{json, Value};
-
-macro_rules! require_envoy {
-    () => {
-        if envoy_binary().is_none() {
-            eprintln!("SKIP: envoy not on PATH (set ENVOY_BIN to run the real-Envoy tests)");
-            return;
-        }
-    };
-}
 
 const CASES: [&str; 5] = [
     "no-dr",

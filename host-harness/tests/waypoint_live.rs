@@ -6,10 +6,11 @@
 
 #[allow(dead_code)]
 mod common;
+use common::require_envoy;
 
 use std::time::{Duration, Instant};
 
-use host_harness::envoy::{envoy_binary, HttpConnection};
+use host_harness::envoy::HttpConnection;
 use host_harness::runner::Player;
 use host_harness::scenario::{EndpointState, Scenario};
 use host_harness::waypoint::applicability::Shape;
@@ -72,10 +73,7 @@ fn until_steered_to(p: &WaypointPlayer, name: &str, limit: Duration) -> Option<D
 
 #[test]
 fn eds_changes_move_the_filters_pick_within_two_poll_periods() {
-    if envoy_binary().is_none() {
-        eprintln!("SKIP: envoy not on PATH (set ENVOY_BIN to run the real-Envoy tests)");
-        return;
-    }
+    require_envoy!();
     let wasm = common::wasm();
     let scenario = Scenario::parse("live.json", SCENARIO).unwrap();
     let scaled = serde_json::Value::Object(scenario.config.clone());

@@ -1,5 +1,19 @@
 //! Helpers shared by the real-Envoy integration tests.
 
+/// Skips the calling test (printing SKIP) when no Envoy binary is found.
+/// (Not every test crate that includes this module calls it.)
+#[allow(unused_macros)]
+macro_rules! require_envoy {
+    () => {
+        if host_harness::envoy::envoy_binary().is_none() {
+            eprintln!("SKIP: envoy not on PATH (set ENVOY_BIN to run the real-Envoy tests)");
+            return;
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use require_envoy;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
