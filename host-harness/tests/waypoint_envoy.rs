@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use host_harness::envoy::config::{Endpoint, Generated, Layout, LABEL_REGION, LABEL_ZONE};
+use host_harness::envoy::config::{Endpoint, Layout, LABEL_REGION, LABEL_ZONE};
 use host_harness::envoy::{envoy_binary, EnvoyOptions, EnvoyProcess, HttpConnection, TempDir};
 use host_harness::envoy::{UpstreamState, Upstreams};
 use host_harness::waypoint::eds::{self, CONNECT_ORIGINATE};
@@ -155,15 +155,11 @@ fn rendered_configs_validate_on_envoy() {
         let layout = Layout::new(tmp.path().join(case));
         let r = render::render(&input(&golden, &layout, Some(&wasm))).unwrap();
         let pods = [pod("a", 2, "us-east-1a", 0)];
-        let generated = Generated {
-            bootstrap: r.bootstrap,
-            clusters: None,
-            load_assignment: Some(eds::load_assignment(
-                SERVICE_CLUSTER,
-                &pods,
-                &BTreeSet::new(),
-            )),
-        };
+        let generated = r.generated(eds::load_assignment(
+            SERVICE_CLUSTER,
+            &pods,
+            &BTreeSet::new(),
+        ));
         generated.write(&layout).unwrap();
         validate(&layout.bootstrap());
     }
@@ -212,11 +208,7 @@ fn start(names: &[(&str, &str, u32)]) -> Live {
     let layout = Layout::new(dir.path());
     let golden = Golden::load("step6").unwrap();
     let r = render::render(&input(&golden, &layout, None)).unwrap();
-    let generated = Generated {
-        bootstrap: r.bootstrap,
-        clusters: None,
-        load_assignment: Some(cla(&upstreams, names)),
-    };
+    let generated = r.generated(cla(&upstreams, names));
     let envoy = EnvoyProcess::start(&layout, &generated, &EnvoyOptions::default()).unwrap();
     Live {
         envoy,

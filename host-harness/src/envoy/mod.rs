@@ -10,6 +10,8 @@
 //!   setups, native EDS mode) and a small YAML writer for readable examples.
 //! - [`accesslog`]: counts upstream attempts per endpoint from the access
 //!   log the generated configs write.
+//! - [`created`]: when Envoy created a cluster (and armed its outlier
+//!   detector's interval timer).
 //!
 //! Everything is std-only and loopback-only. See `envoy/NOTES.md` (repository root)
 //! for the facts checked on the real binary.
@@ -17,6 +19,7 @@
 pub mod accesslog;
 pub mod client;
 pub mod config;
+pub mod created;
 pub mod process;
 pub mod upstream;
 

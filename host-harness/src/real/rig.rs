@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::envoy::{
     wait_until, EnvoyOptions, EnvoyProcess, Generated, HttpConnection, Layout, TempDir, Upstreams,
@@ -167,6 +167,28 @@ impl Rig {
         self.upstreams
             .set(name, behavior)
             .map_err(HarnessError::io(format!("upstream {name}")))
+    }
+
+    /// The scenario's t = 0 is now, not when Envoy became ready: what the
+    /// player did to get ready (a warm-up request, waiting for the filter's
+    /// first inventories) is not scenario time. With `sweeps` (when Envoy
+    /// armed the cluster's outlier interval timer, and the real interval),
+    /// t = 0 is the first instant from now on a whole number of intervals
+    /// after it, so Envoy sweeps where the scenario puts its sweeps; the
+    /// wait for it is at most one interval.
+    pub fn start_clock(&mut self, sweeps: Option<(SystemTime, Duration)>) {
+        let now = Instant::now();
+        self.t0 = sweeps
+            .and_then(|(armed, interval)| {
+                let age = SystemTime::now().duration_since(armed).ok()?;
+                let interval = interval.as_nanos().max(1);
+                let next = age.as_nanos().div_ceil(interval) * interval;
+                let wait = u64::try_from(next - age.as_nanos()).ok()?;
+                Some(now + Duration::from_nanos(wait))
+            })
+            .unwrap_or(now);
+        self.clock = Duration::ZERO;
+        std::thread::sleep(self.t0.saturating_duration_since(Instant::now()));
     }
 
     /// Moves the scenario clock by `by` and sleeps until `clock * scale`

@@ -16,7 +16,7 @@ use super::eds::{self, CONNECT_ORIGINATE, INNER_CONNECT_ORIGINATE};
 use super::golden::{Golden, SERVICE_CLUSTER};
 use super::render::{self, RenderInput};
 use crate::envoy::config::{
-    Endpoint, Generated, Layout, NativeModeConfig, LABEL_REGION, LABEL_SUBZONE, LABEL_ZONE,
+    Endpoint, Layout, NativeModeConfig, LABEL_REGION, LABEL_SUBZONE, LABEL_ZONE,
 };
 use crate::envoy::RetryPolicy;
 use crate::error::{HarnessError, Result};
@@ -164,15 +164,16 @@ fn cluster_policy(settings: &Settings, layout: &Layout, scale: f64) -> Value {
     Value::Object(out)
 }
 
-/// The waypoint's bootstrap as istiod renders it (the golden case), with
-/// the filter, the node (its locality only when given) and the retries.
-fn render_bootstrap(
+/// The waypoint's bootstrap and CDS as istiod renders them (the golden
+/// case), with the filter, the node (its locality only when given) and the
+/// retries.
+fn render_files(
     scenario: &Scenario,
     start: &Start,
     settings: &Settings,
     layout: &Layout,
     locality: Option<&BTreeMap<String, String>>,
-) -> Result<Value> {
+) -> Result<render::Rendered> {
     let retry = scenario.retries.as_ref().map(|r| {
         RetryPolicy {
             previous_hosts: true,
@@ -190,11 +191,10 @@ fn render_bootstrap(
         cluster_policy: cluster_policy(settings, layout, start.scale),
         retry,
     };
-    let rendered = render::render(&input).map_err(|shape| HarnessError::File {
+    render::render(&input).map_err(|shape| HarnessError::File {
         file: format!("tests/golden/istiod/{}", start.golden.case),
         message: shape.to_string(),
-    })?;
-    Ok(rendered.bootstrap)
+    })
 }
 
 /// Envoy names a pod by its internal addresses (one per CONNECT
@@ -223,6 +223,24 @@ fn first_inventories(rig: &Rig, scenario: &Scenario, inventory_lag: Duration) ->
         );
     }
     Ok(vms)
+}
+
+/// When Envoy armed the service cluster's outlier interval timer, and the
+/// interval (None without outlier detection; said when unreadable).
+fn envoy_sweeps(
+    rig: &Rig,
+    scenario: &Scenario,
+    settings: &Settings,
+) -> Option<(std::time::SystemTime, Duration)> {
+    let interval = settings.policy.outlier.as_ref()?.interval;
+    let Some(armed) = rig.envoy.cluster_created(SERVICE_CLUSTER) else {
+        eprintln!(
+            "waypoint mode, {}: /config_dump has no last_updated for {SERVICE_CLUSTER}: the scenario clock starts now, Envoy's sweeps at an unknown phase",
+            scenario.name
+        );
+        return None;
+    };
+    Some((armed, interval))
 }
 
 /// What [`WaypointPlayer::start`] needs besides the scenario.
@@ -261,12 +279,8 @@ impl WaypointPlayer {
             );
         }
         let node_locality = locality.as_ref().map(|(l, _)| l);
-        let bootstrap = render_bootstrap(scenario, &start, &settings, &layout, node_locality)?;
-        let generated = Generated {
-            bootstrap,
-            clusters: None,
-            load_assignment: Some(eds::load_assignment(SERVICE_CLUSTER, &ranked, &remote)),
-        };
+        let generated = render_files(scenario, &start, &settings, &layout, node_locality)?
+            .generated(eds::load_assignment(SERVICE_CLUSTER, &ranked, &remote));
         let mut rig = Rig::start(
             scenario,
             "waypoint",
@@ -279,6 +293,7 @@ impl WaypointPlayer {
         rig.settle = true;
         alias_internal_addresses(&mut rig, scenario)?;
         let vms = first_inventories(&rig, scenario, start.inventory_lag)?;
+        rig.start_clock(envoy_sweeps(&rig, scenario, &settings));
         let player = WaypointPlayer {
             rig,
             layout,

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::eds::{CONNECT_ORIGINATE, INNER_CONNECT_ORIGINATE};
 use super::golden::{Golden, ShapeError, SERVICE_CLUSTER};
 use crate::envoy::accesslog::{DOWNSTREAM_FORMAT, UPSTREAM_FORMAT};
-use crate::envoy::config::{file_log, Layout, LISTENER_NAME};
+use crate::envoy::config::{file_log, Generated, Layout, LISTENER_NAME};
 
 /// Id and one-line summary of every substitution the renderer makes. The
 /// README (`envoy/waypoint/README.md`) explains each id.
@@ -32,7 +32,7 @@ pub const SUBSTITUTIONS: &[(&str, &str)] = &[
     ("observability-added", "access log and router upstream log added to the HCM, request ids echoed, stat_prefix ingress"),
     ("route-retry-policy", "the route's retry policy is the scenario's `retries` (none without), with istiod's previous_hosts predicate"),
     ("cluster-destination-rule", "the inbound-vip cluster's outlier detection, LB policy and panic threshold are rendered from the scenario's trafficPolicy as istiod's applyOutlierDetection/applyLoadBalancer write them"),
-    ("eds-from-file", "the inbound-vip cluster's EDS comes from a watched file instead of ADS; pods are loopback servers, each on its own 127.x.y.z address"),
+    ("xds-from-files", "the inbound-vip cluster (CDS) and its endpoints (EDS) come from watched files instead of ADS; pods are loopback servers, each on its own 127.x.y.z address"),
     ("connect-originate-plain", "connect_originate's ORIGINAL_DST cluster with HBONE mTLS (SDS certificates) to podIP:15008 -> a STATIC plain-h2 cluster to the ztunnel stand-in"),
     ("ztunnel-stand-in", "ztunnel on the pod's node -> an internal listener that terminates CONNECT and forwards to the :authority address"),
     ("double-hbone-single-connect", "inner_connect_originate (double HBONE via outer_connect_originate to an east-west gateway) -> one CONNECT to the one remote pod the gateway endpoint stands for"),
@@ -75,11 +75,27 @@ pub struct RenderInput<'a> {
     pub retry: Option<Value>,
 }
 
-/// A rendered bootstrap and the ids of the substitutions made.
+/// A rendered bootstrap, the CDS file's clusters and the ids of the
+/// substitutions made.
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub bootstrap: Value,
+    /// The inbound-vip cluster, served from `layout.cds()` as istiod serves
+    /// it over ADS: a dynamic cluster.
+    pub clusters: Vec<Value>,
     pub applied: Vec<&'static str>,
+}
+
+impl Rendered {
+    /// The files Envoy starts on: this bootstrap and CDS, and the service
+    /// cluster's first load assignment.
+    pub fn generated(self, load_assignment: Value) -> Generated {
+        Generated {
+            bootstrap: self.bootstrap,
+            clusters: Some(self.clusters),
+            load_assignment: Some(load_assignment),
+        }
+    }
 }
 
 struct Renderer<'a> {
@@ -87,8 +103,8 @@ struct Renderer<'a> {
     applied: Vec<&'static str>,
 }
 
-/// Renders the bootstrap (static resources only; the EDS of the service
-/// cluster comes from `layout.eds()`).
+/// Renders the bootstrap (static resources, CDS from `layout.cds()`) and
+/// the service cluster (its EDS from `layout.eds()`).
 pub fn render(input: &RenderInput) -> Result<Rendered, ShapeError> {
     let mut r = Renderer {
         input,
@@ -103,9 +119,9 @@ pub fn render(input: &RenderInput) -> Result<Rendered, ShapeError> {
         r.inner_connect_originate()?,
         r.ztunnel_listener(),
     ];
+    let service = r.service_cluster()?;
     let clusters = vec![
         g.cluster("main_internal")?.clone(),
-        r.service_cluster()?,
         r.connect_originate_cluster()?,
         r.pods_cluster(),
         r.admin_cluster(),
@@ -121,10 +137,23 @@ pub fn render(input: &RenderInput) -> Result<Rendered, ShapeError> {
                 "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener" }
         }],
         "static_resources": { "listeners": listeners, "clusters": clusters },
+        "dynamic_resources": { "cds_config": watched_file(&input.layout.cds(), input.layout) },
     });
     Ok(Rendered {
         bootstrap,
+        clusters: vec![service],
         applied: r.applied,
+    })
+}
+
+/// An xDS config source: a file in the layout's watched directory.
+fn watched_file(path: &Path, layout: &Layout) -> Value {
+    json!({
+        "resource_api_version": "V3",
+        "path_config_source": {
+            "path": path.to_string_lossy(),
+            "watched_directory": { "path": layout.xds_dir().to_string_lossy() }
+        }
     })
 }
 
@@ -293,19 +322,19 @@ impl Renderer<'_> {
         Ok(ext)
     }
 
-    /// The golden inbound-vip cluster: EDS from the watched file, the
-    /// scenario's DestinationRule fields.
+    /// The golden inbound-vip cluster, for the CDS file: EDS from the
+    /// watched file, the scenario's DestinationRule fields. A dynamic
+    /// cluster, as istiod's: Envoy creates it (and starts its outlier
+    /// detector's interval timer) when CDS initializes, after the static
+    /// listeners and so after the filter's VMs are configured, so the two
+    /// detectors' sweeps start within milliseconds of each other. A static
+    /// one was created before the wasm module compiled, up to a second
+    /// earlier under load.
     fn service_cluster(&mut self) -> Result<Value, ShapeError> {
         let mut c = self.input.golden.cluster(SERVICE_CLUSTER)?.clone();
         let layout = self.input.layout;
-        c["eds_cluster_config"]["eds_config"] = json!({
-            "resource_api_version": "V3",
-            "path_config_source": {
-                "path": layout.eds().to_string_lossy(),
-                "watched_directory": { "path": layout.xds_dir().to_string_lossy() }
-            }
-        });
-        self.applied.push("eds-from-file");
+        c["eds_cluster_config"]["eds_config"] = watched_file(&layout.eds(), layout);
+        self.applied.push("xds-from-files");
         let m = c.as_object_mut().ok_or("golden cluster is not an object")?;
         for key in ["outlier_detection", "lb_policy", "common_lb_config"] {
             match self.input.cluster_policy.get(key) {
