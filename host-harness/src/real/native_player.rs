@@ -98,6 +98,7 @@ impl NativePlayer {
         let mut rig = Rig::start(scenario, "native", upstreams, dir, &generated, scale)?;
         // Envoy ejects on its main thread, after the answer: wait for it.
         rig.settle = true;
+        rig.start_clock(rig.envoy_sweeps(CLUSTER, settings.policy.outlier.as_ref()));
         Ok(NativePlayer {
             rig,
             scenario: scenario.clone(),

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+use locality_failover::config::OutlierConfig;
+
 use crate::envoy::{
     wait_until, EnvoyOptions, EnvoyProcess, Generated, HttpConnection, Layout, TempDir, Upstreams,
 };
@@ -167,6 +169,25 @@ impl Rig {
         self.upstreams
             .set(name, behavior)
             .map_err(HarnessError::io(format!("upstream {name}")))
+    }
+
+    /// When Envoy armed `cluster`'s outlier interval timer (it does when it
+    /// creates the cluster), and the interval, for [`Self::start_clock`];
+    /// None without outlier detection, said when the admin does not tell.
+    pub fn envoy_sweeps(
+        &self,
+        cluster: &str,
+        outlier: Option<&OutlierConfig>,
+    ) -> Option<(SystemTime, Duration)> {
+        let interval = outlier?.interval;
+        let Some(armed) = self.envoy.cluster_created(cluster) else {
+            eprintln!(
+                "{}: /config_dump has no last_updated for {cluster}: the scenario clock starts now, Envoy's sweeps at an unknown phase",
+                self.mode
+            );
+            return None;
+        };
+        Some((armed, interval))
     }
 
     /// The scenario's t = 0 is now, not when Envoy became ready: what the

@@ -225,24 +225,6 @@ fn first_inventories(rig: &Rig, scenario: &Scenario, inventory_lag: Duration) ->
     Ok(vms)
 }
 
-/// When Envoy armed the service cluster's outlier interval timer, and the
-/// interval (None without outlier detection; said when unreadable).
-fn envoy_sweeps(
-    rig: &Rig,
-    scenario: &Scenario,
-    settings: &Settings,
-) -> Option<(std::time::SystemTime, Duration)> {
-    let interval = settings.policy.outlier.as_ref()?.interval;
-    let Some(armed) = rig.envoy.cluster_created(SERVICE_CLUSTER) else {
-        eprintln!(
-            "waypoint mode, {}: /config_dump has no last_updated for {SERVICE_CLUSTER}: the scenario clock starts now, Envoy's sweeps at an unknown phase",
-            scenario.name
-        );
-        return None;
-    };
-    Some((armed, interval))
-}
-
 /// What [`WaypointPlayer::start`] needs besides the scenario.
 pub struct Start<'a> {
     pub golden: &'a Golden,
@@ -293,7 +275,7 @@ impl WaypointPlayer {
         rig.settle = true;
         alias_internal_addresses(&mut rig, scenario)?;
         let vms = first_inventories(&rig, scenario, start.inventory_lag)?;
-        rig.start_clock(envoy_sweeps(&rig, scenario, &settings));
+        rig.start_clock(rig.envoy_sweeps(SERVICE_CLUSTER, settings.policy.outlier.as_ref()));
         let player = WaypointPlayer {
             rig,
             layout,
