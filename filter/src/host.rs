@@ -50,6 +50,11 @@ pub trait Host {
     fn response_header_pairs(&self) -> Result<Option<Vec<u8>>, HostError> {
         Err(unsupported("get_header_map_pairs"))
     }
+    /// Removes a response header (every value; no buffer comes back).
+    fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
+        let _ = name;
+        Err(unsupported("remove_header_map_value(response)"))
+    }
     /// Sets (`Some`) or removes (`None`) a request header. Envoy's replace
     /// removes every value the header had; a remove returns no buffer.
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;

@@ -242,6 +242,12 @@ impl Host for SimHost<'_> {
         )))
     }
 
+    fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
+        fault_if(self.faults.fail_headers, "remove_header_map_value")?;
+        self.response_headers.remove(&name.to_ascii_lowercase());
+        Ok(())
+    }
+
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         fault_if(self.faults.fail_headers, "replace_header_map_value")?;
         lock(self.shared).calls.header_writes += 1;
@@ -392,6 +398,8 @@ pub struct RequestOutcome {
     /// The steering header value the filter wrote, if any.
     pub steering: Option<String>,
     pub worker: usize,
+    /// The response headers the client got (after the filter).
+    pub response_headers: BTreeMap<String, String>,
 }
 
 struct Worker {
@@ -612,6 +620,7 @@ impl SimEnvoy {
                 status: 500,
                 steering: None,
                 worker,
+                response_headers: BTreeMap::new(),
             };
         };
         let header_name = match &self.steering {
@@ -625,8 +634,11 @@ impl SimEnvoy {
             Some((code, _)) => (vec![], code, flags::NO_HEALTHY_UPSTREAM, None),
             None => self.route(steering.as_deref()),
         };
-        if let Some(mut state) = state {
-            self.response_headers(worker, &mut state, status, attempts.len());
+        let session = self.session_update(steering.as_deref(), last.as_deref());
+        let mut state = state;
+        let response_headers =
+            self.response_headers(worker, state.as_mut(), status, attempts.len(), session);
+        if let Some(state) = state {
             self.finish(
                 worker,
                 &state,
@@ -641,28 +653,57 @@ impl SimEnvoy {
             status,
             steering,
             worker,
+            response_headers,
         }
     }
 
+    /// Envoy's session filter on the response (`onUpdate`): the session
+    /// header, base64 of the host that served, when the request named
+    /// another host or none.
+    fn session_update(&self, named: Option<&str>, served: Option<&str>) -> Option<String> {
+        let RouterSteering::StatefulSession { prefix, .. } = &self.steering else {
+            return None;
+        };
+        let served = format!("{prefix}{}", served?);
+        let named = named.and_then(locality_failover::session::decode);
+        (named.as_deref() != Some(served.as_str())).then(|| {
+            let mut value = String::new();
+            locality_failover::session::encode_into("", &served, &mut value);
+            value
+        })
+    }
+
     /// `on_http_response_headers`: Envoy sends every answer, the router's
-    /// local replies included, through the filter's encode path.
+    /// local replies included, through the filter's encode path (with the
+    /// session header `session` when the session filter wrote one).
+    /// Returns the headers the client gets.
     fn response_headers(
         &mut self,
         worker: usize,
-        state: &mut RequestState,
+        state: Option<&mut RequestState>,
         status: u32,
         attempts: usize,
-    ) {
+        session: Option<String>,
+    ) -> BTreeMap<String, String> {
         // The router writes the count on its own answers (upstream or
         // local replies after attempts), not on a reply before any attempt.
         let count = (self.attempt_count_in_response && attempts > 0).then_some(attempts);
+        let session = session.and_then(|v| match &self.steering {
+            RouterSteering::StatefulSession { header, .. } => Some((header.clone(), v)),
+            _ => None,
+        });
         self.on_worker(worker, |w, host| {
             host.set_response_header(":status", &status.to_string());
             if let Some(n) = count {
                 host.set_response_header("x-envoy-attempt-count", &n.to_string());
             }
+            if let Some((header, value)) = &session {
+                host.set_response_header(header, value);
+            }
             w.root.on_response_headers(host, state);
-        });
+            std::mem::take(&mut host.response_headers)
+        })
+        .unwrap_or_default()
     }
 
     fn finish(

@@ -194,14 +194,29 @@ const GUIDE: &[(&str, &str, u32)] = &[
 ];
 
 fn rig(admin_cluster: &str, concurrency: u32) -> Option<Rig> {
-    rig_shaped(admin_cluster, concurrency, false)
+    rig_shaped(admin_cluster, concurrency, Shape::default())
 }
 
-/// `internal`: the cluster is shaped like a waypoint's `inbound-vip`
-/// (internal-address endpoints through a `connect_originate` internal
-/// listener that forwards plain TCP to the upstream; a real waypoint opens
-/// an HBONE tunnel there).
-fn rig_shaped(admin_cluster: &str, concurrency: u32, internal: bool) -> Option<Rig> {
+/// How a test's Envoy differs from the default one.
+#[derive(Default)]
+struct Shape {
+    /// The cluster is shaped like a waypoint's `inbound-vip`
+    /// (internal-address endpoints through a `connect_originate` internal
+    /// listener that forwards plain TCP to the upstream; a real waypoint
+    /// opens an HBONE tunnel there).
+    internal: bool,
+    /// The route does not retry (default: 2 retries on 5xx).
+    no_retries: bool,
+    /// The plugin's `outlierDetection` (default: 5 consecutive 5xx).
+    filter_outlier: Option<Value>,
+    /// The EDS cluster's own `outlier_detection` (default: none).
+    envoy_outlier: Option<Value>,
+    /// The filter's admin poll period (default: [`PERIOD`]).
+    poll_interval: Option<&'static str>,
+}
+
+fn rig_shaped(admin_cluster: &str, concurrency: u32, shape: Shape) -> Option<Rig> {
+    let internal = shape.internal;
     if envoy_binary().is_none() {
         eprintln!("SKIP: envoy not on PATH");
         return None;
@@ -218,8 +233,9 @@ fn rig_shaped(admin_cluster: &str, concurrency: u32, internal: bool) -> Option<R
     let plugin = json!({
         "trafficPolicy": {
             "loadBalancer": {"simple": "ROUND_ROBIN", "localityLbSetting": {"enabled": true}},
-            "outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}},
-        "inventory": {"source": "envoy", "adminCluster": admin_cluster, "pollInterval": "500ms", "timeout": "400ms"},
+            "outlierDetection": shape.filter_outlier.unwrap_or_else(|| json!(
+                {"consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}))},
+        "inventory": {"source": "envoy", "adminCluster": admin_cluster, "pollInterval": shape.poll_interval.unwrap_or("500ms"), "timeout": "400ms"},
         "steering": {"mode": "stateful-session", "header": HEADER}});
     let admin_port = free_port();
     let hcm = json!({
@@ -242,6 +258,16 @@ fn rig_shaped(admin_cluster: &str, concurrency: u32, internal: bool) -> Option<R
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]});
     let mut eds_cluster = json!({"name": CLUSTER, "type": "EDS", "connect_timeout": "1s", "lb_policy": "ROUND_ROBIN",
         "eds_cluster_config": {"eds_config": {"path_config_source": {"path": layout.eds()}, "resource_api_version": "V3"}}});
+    if let Some(od) = shape.envoy_outlier {
+        eds_cluster["outlier_detection"] = od;
+    }
+    let mut hcm = hcm;
+    if shape.no_retries {
+        hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+            .as_object_mut()
+            .expect("route")
+            .remove("retry_policy");
+    }
     let mut listeners = vec![
         json!({"name": "ingress", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}),
@@ -382,7 +408,11 @@ fn the_filter_reads_envoys_admin_and_follows_eds() {
 /// `base64("envoy://connect_originate/<ip:port>")`.
 #[test]
 fn internal_address_endpoints_are_steered_and_followed() {
-    if let Some(rig) = rig_shaped("prometheus_stats", 2, true) {
+    let internal = Shape {
+        internal: true,
+        ..Shape::default()
+    };
+    if let Some(rig) = rig_shaped("prometheus_stats", 2, internal) {
         follows_eds(&rig);
     }
 }
@@ -551,4 +581,62 @@ fn a_retried_session_request_leaves_the_pick() {
     assert_ne!(body, "a");
     assert_eq!(rig.ups.answered("a"), 1, "the pick had the first attempt");
     assert_eq!(rig.metric("retried"), 1, "the filter saw the retry");
+}
+
+#[test]
+fn a_pick_envoy_did_not_honour_credits_the_host_that_served() {
+    // The filter returns a from ejection after 1 s; Envoy's own detector
+    // (the DestinationRule's, on the cluster) keeps it out for 10 min, so
+    // Envoy's session filter refuses the filter's pick and its balancer
+    // sends the request to b. No retries: one attempt each. Envoy's admin
+    // reports a host its detector ejected as UNHEALTHY (seen here on 1.40),
+    // which the filter's next poll adopts: that window lasts up to one
+    // poll period, made longer than the test here.
+    let shape = Shape {
+        poll_interval: Some("60s"),
+        no_retries: true,
+        filter_outlier: Some(json!({"consecutive5xxErrors": 2, "interval": "1s",
+            "baseEjectionTime": "1s", "maxEjectionPercent": 100})),
+        envoy_outlier: Some(json!({"consecutive_5xx": 2, "interval": "60s",
+            "base_ejection_time": "600s", "max_ejection_percent": 50})),
+        ..Shape::default()
+    };
+    let Some(rig) = rig_shaped("prometheus_stats", 1, shape) else {
+        return;
+    };
+    assert!(rig.until_steered_to("a", Duration::from_secs(5)).is_some());
+    rig.ups.set("a", UpstreamState::Http(503)).expect("set");
+    for _ in 0..2 {
+        assert_eq!(rig.get(&[]), (503, "a 503".to_string()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(rig.metric("ejections"), 1, "the filter ejected a");
+    rig.ups.set("a", UpstreamState::Healthy).expect("set");
+    // The filter's sweep returns a (its streaks reset); Envoy keeps it out.
+    std::thread::sleep(Duration::from_millis(2500));
+    let listener = rig.envoy.listener().expect("listener");
+    let send = |behavior: UpstreamState| {
+        rig.ups.set("b", behavior).expect("set");
+        let r = http_get(listener, "/", &[], T).expect("request");
+        assert!(r.text().starts_with('b'), "Envoy's balancer served it");
+        assert_eq!(
+            rig.session_seen_by("b"),
+            Some(rig.addr("a")),
+            "the filter picked a"
+        );
+        assert_eq!(
+            r.header(HEADER),
+            None,
+            "the client never sees a host address"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        r.status
+    };
+    // b fails, succeeds, fails: two 5xx, not consecutive. Credited to the
+    // pick, the success would leave b's streak at 1 and the second failure
+    // would eject b.
+    assert_eq!(send(UpstreamState::Http(503)), 503);
+    assert_eq!(send(UpstreamState::Healthy), 200);
+    assert_eq!(send(UpstreamState::Http(503)), 503);
+    assert_eq!(rig.metric("ejections"), 1, "b is not ejected");
 }

@@ -629,3 +629,45 @@ fn the_declarations_spare_both_property_reads_here_too() {
         assert_eq!((after.0 - before.0, after.1 - before.1), want, "{config}");
     }
 }
+
+#[test]
+fn a_pick_envoy_did_not_honour_credits_the_host_that_served() {
+    let mut cfg = config();
+    cfg["trafficPolicy"]["outlierDetection"]["consecutive5xxErrors"] = json!(2);
+    let mut e = envoy_with(1, &guide(), &cfg);
+    // Not steered (no inventory yet): Envoy's session filter names the host
+    // it chose on the response; the client never sees it.
+    let first = e.request(&[]);
+    assert_eq!(first.steering, None);
+    assert!(!first.response_headers.contains_key(HEADER), "{first:?}");
+    e.advance(PERIOD * 2);
+    // Envoy no longer has the pick (an EDS change the filter has not
+    // polled yet; or a host Envoy's own detector ejected): its session
+    // filter falls back to the balancer, here the one other host.
+    let (a, b) = (address("10.0.0.1"), address("10.0.0.2"));
+    e.set_cluster(CLUSTER, vec![], vec![b.clone()]);
+    let send = |e: &mut SimEnvoy, behavior: Behavior| {
+        e.upstreams.insert(b.clone(), behavior);
+        let out = e.request(&[]);
+        assert_eq!(
+            session::decode(out.steering.as_deref().unwrap()),
+            Some(a.clone())
+        );
+        assert_eq!(out.attempts, vec![b.clone()], "Envoy served it elsewhere");
+        assert!(!out.response_headers.contains_key(HEADER), "{out:?}");
+        out.status
+    };
+    // b fails, succeeds, fails: two 5xx, not consecutive. Credited to the
+    // pick, the success would have left b's streak at 1 and the second
+    // failure would eject b.
+    assert_eq!(send(&mut e, Behavior::Http(503)), 503);
+    assert_eq!(send(&mut e, Behavior::Healthy), 200);
+    assert_eq!(send(&mut e, Behavior::Http(503)), 503);
+    assert_eq!(lock(&e.shared).metric("locality_failover.ejections"), 0);
+    assert_eq!(send(&mut e, Behavior::Http(503)), 503);
+    assert_eq!(
+        lock(&e.shared).metric("locality_failover.ejections"),
+        1,
+        "two consecutive 5xx do eject b"
+    );
+}

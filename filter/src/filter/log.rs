@@ -123,9 +123,11 @@ impl Configured {
     /// The common case, settled with the status (from the response headers),
     /// the attempt count and at most one shared read, and no allocation
     /// besides the host's buffers: a single attempt, to the first entry of
-    /// the list, answered below 500, for an endpoint whose streaks that
-    /// success does not change. An endpoint this VM knows to have no streak
-    /// (see [`super::cluster::ClusterState::is_clean`]) needs no shared read.
+    /// the list (with stateful-session: no session header came back, so
+    /// Envoy honoured the pick), answered below 500, for an endpoint whose
+    /// streaks that success does not change. An endpoint this VM knows to
+    /// have no streak (see [`super::cluster::ClusterState::is_clean`])
+    /// needs no shared read.
     /// Returns `false` (having changed nothing) when the full path is needed.
     fn unchanged_success(
         &mut self,
@@ -134,6 +136,7 @@ impl Configured {
         answer: Answer,
     ) -> bool {
         if self.settings.steering.mode == SteeringMode::RouteHeader
+            || request.moved
             || answer.attempts != Some(1)
             || !(100..500).contains(&answer.code)
         {
@@ -181,6 +184,35 @@ struct Answer {
     /// `x-envoy-attempt-count` when the response headers carried it, else
     /// `upstream.request_attempt_count`.
     attempts: Option<u64>,
+}
+
+/// Envoy's `stateful_session` header state writes the session header on a
+/// response whose host is not the one the request named
+/// (`HeaderBasedSessionStateFactory::SessionStateImpl::onUpdate`): a pick
+/// it did not honour (it held the host unhealthy, or no longer has it), a
+/// retry elsewhere, a request the filter did not steer. Its value is an
+/// upstream's address, which the client has no use for (the filter strips
+/// the header from requests): it is removed. Returns whether a `steered`
+/// request's response carried it, i.e. Envoy served it elsewhere than the
+/// pick (on a failed read too: `on_log` then reads where it went). A
+/// request the filter did not steer costs one remove, no read.
+pub(super) fn strip_session_header(
+    host: &mut dyn Host,
+    metrics: &Metrics,
+    header: &str,
+    steered: bool,
+) -> bool {
+    if steered {
+        match host.response_header(header) {
+            Ok(None) => return false,
+            Ok(Some(_)) => {}
+            Err(e) => super::warn_host_error(host, metrics, "session response header", &e),
+        }
+    }
+    if let Err(e) = host.remove_response_header(header) {
+        super::warn_host_error(host, metrics, "session response header", &e);
+    }
+    steered
 }
 
 /// How Envoy's retries move through what the filter wrote.

@@ -248,15 +248,27 @@ impl FilterRoot {
         }
     }
 
-    /// `on_http_response_headers`: remembers `:status` for `on_log` (one
-    /// header read instead of the `response.code` property there), and with
-    /// `steering.attemptCount: responseHeader` the attempt count from the
-    /// same buffer (instead of a property read in `on_log`).
-    pub fn on_response_headers(&self, host: &dyn Host, request: &mut RequestState) {
-        let wants_attempts = self.configured().is_some_and(|c| {
-            c.settings.steering.attempt_count == AttemptCount::ResponseHeader
-                && c.settings.steering.mode != SteeringMode::RouteHeader
-        });
+    /// `on_http_response_headers`, for every response (`request` is the
+    /// state of one the filter steered): with stateful-session steering,
+    /// removes the session header Envoy may have written on it
+    /// ([`log::strip_session_header`]). For a steered request, remembers
+    /// `:status` for `on_log` (one header read instead of the
+    /// `response.code` property there), and with `steering.attemptCount:
+    /// responseHeader` the attempt count from the same buffer (instead of a
+    /// property read in `on_log`).
+    pub fn on_response_headers(&self, host: &mut dyn Host, request: Option<&mut RequestState>) {
+        let Some(c) = self.configured() else {
+            return;
+        };
+        let steering = &c.settings.steering;
+        let moved = steering.mode == SteeringMode::StatefulSession
+            && log::strip_session_header(host, &self.metrics, &steering.header, request.is_some());
+        let Some(request) = request else {
+            return;
+        };
+        request.moved = moved;
+        let wants_attempts = steering.attempt_count == AttemptCount::ResponseHeader
+            && steering.mode != SteeringMode::RouteHeader;
         if wants_attempts {
             if let Ok(Some(bytes)) = host.response_header_pairs() {
                 for (name, value) in decode::header_pairs(&bytes) {

@@ -36,6 +36,11 @@ pub struct RequestState {
     /// (`steering.attemptCount: responseHeader`); `on_log` reads
     /// `upstream.request_attempt_count` otherwise.
     pub(super) attempts: Option<u32>,
+    /// Envoy served the request elsewhere than the pick (stateful-session:
+    /// its session filter wrote the session header on the response, which
+    /// it does only when the host that served is not the one the request
+    /// named): `on_log` must read which host it was.
+    pub(super) moved: bool,
 }
 
 impl RequestState {
@@ -49,6 +54,7 @@ impl RequestState {
             priority,
             status: None,
             attempts: None,
+            moved: false,
         }
     }
 

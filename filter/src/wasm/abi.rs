@@ -241,6 +241,14 @@ fn header(map: u32, name: &str) -> Result<Option<Vec<u8>>, HostError> {
     }
 }
 
+/// Removes a response header (every value); returns no buffer.
+pub fn remove_response_header(name: &str) -> Result<(), HostError> {
+    // SAFETY: key bytes live for the call.
+    let status =
+        unsafe { proxy_remove_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len()) };
+    check("remove_header_map_value", status)
+}
+
 pub fn set_request_header(name: &str, value: Option<&str>) -> Result<(), HostError> {
     // SAFETY: key/value bytes live for the call.
     let status = unsafe {

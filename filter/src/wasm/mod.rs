@@ -43,6 +43,9 @@ impl Host for WasmHost {
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         abi::set_request_header(name, value)
     }
+    fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
+        abi::remove_response_header(name)
+    }
     fn send_local_reply(&mut self, status: u32, body: &str) -> Result<(), HostError> {
         abi::send_local_reply(status, body)?;
         self.replied = true;
@@ -189,8 +192,8 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        if let (Some(state), Ok(root)) = (self.state.as_mut(), self.root.try_borrow()) {
-            root.on_response_headers(&WasmHost::default(), state);
+        if let Ok(root) = self.root.try_borrow() {
+            root.on_response_headers(&mut WasmHost::default(), self.state.as_mut());
         }
         Action::Continue
     }

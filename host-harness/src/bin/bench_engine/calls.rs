@@ -163,7 +163,7 @@ fn allocations() {
         if let Some(mut state) = root.on_request_headers(host) {
             let first = served(root, &state);
             host.answer(200, first.as_deref());
-            root.on_response_headers(host, &mut state);
+            root.on_response_headers(host, Some(&mut state));
             root.on_log(host, &state);
         }
     };

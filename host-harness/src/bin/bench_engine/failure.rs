@@ -184,7 +184,7 @@ fn filter_inventory_change(settings: &Settings) {
             if let Some(mut state) = state {
                 let first = served(&root, &state);
                 host.answer(200, first.as_deref());
-                root.on_response_headers(&host, &mut state);
+                root.on_response_headers(&mut host, Some(&mut state));
                 root.on_log(&mut host, &state);
             }
             d

@@ -277,7 +277,7 @@ pub(crate) fn one_request(host: &mut BenchHost, root: &mut FilterRoot, code: i64
     // Route-header mode writes a backend: Envoy picks an endpoint in it.
     let first = served(root, &state).unwrap_or_else(|| synthetic_address(0));
     host.answer(code, Some(&first));
-    root.on_response_headers(host, &mut state);
+    root.on_response_headers(host, Some(&mut state));
     root.on_log(host, &state);
     true
 }
@@ -292,7 +292,7 @@ pub(crate) fn filter_with_inventory(n: usize, settings: &Settings) -> (BenchHost
     if let Some(mut state) = root.on_request_headers(&mut host) {
         let first = served(&root, &state);
         host.answer(200, first.as_deref());
-        root.on_response_headers(&host, &mut state);
+        root.on_response_headers(&mut host, Some(&mut state));
         root.on_log(&mut host, &state);
     }
     (host, root)

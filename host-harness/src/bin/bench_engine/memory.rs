@@ -21,7 +21,7 @@ pub(crate) fn bench_memory(wasm: &Path) {
             if let Some(mut state) = root.on_request_headers(&mut host) {
                 let first = served(&root, &state);
                 host.answer(200, first.as_deref());
-                root.on_response_headers(&host, &mut state);
+                root.on_response_headers(&mut host, Some(&mut state));
                 root.on_log(&mut host, &state);
             }
             if i == 0 {
