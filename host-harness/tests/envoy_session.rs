@@ -612,8 +612,14 @@ fn a_pick_envoy_did_not_honour_credits_the_host_that_served() {
     }
     assert_eq!(rig.metric("ejections"), 1, "the filter ejected a");
     rig.ups.set("a", UpstreamState::Healthy).expect("set");
-    // The filter's sweep returns a (its streaks reset); Envoy keeps it out.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The filter's sweep returns a (its streaks reset) within 2 s; Envoy
+    // keeps it out: b serves requests that name a.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.session_seen_by("b") != Some(rig.addr("a")) {
+        assert!(Instant::now() < deadline, "the filter never picked a again");
+        assert_eq!(rig.get(&[]), (200, "b".to_string()), "Envoy keeps a out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let listener = rig.envoy.listener().expect("listener");
     let send = |behavior: UpstreamState| {
         rig.ups.set("b", behavior).expect("set");
