@@ -671,3 +671,36 @@ fn a_pick_envoy_did_not_honour_credits_the_host_that_served() {
         "two consecutive 5xx do eject b"
     );
 }
+
+#[test]
+fn a_cap_that_cannot_eject_is_said_when_the_endpoint_count_changes() {
+    let mut cfg = config();
+    cfg["trafficPolicy"]["outlierDetection"]["maxEjectionPercent"] = json!(30);
+    let mut e = envoy_with(1, &guide(), &cfg);
+    warm(&mut e);
+    let cap = "maxEjectionPercent";
+    // 3 hosts: one ejection is 33% > 30%.
+    assert_eq!(warnings_about(&e, cap), 1, "{:?}", lock(&e.shared).logs);
+    // A health change keeps the count: nothing new.
+    let mut hosts = guide();
+    hosts[0].health = "UNHEALTHY";
+    e.admin = Some(AdminAnswer::Reply {
+        status: 200,
+        body: dump(&hosts),
+    });
+    e.advance(PERIOD * 2);
+    e.request(&[]);
+    assert_eq!(warnings_about(&e, cap), 1);
+    // A fourth host: 25% passes; back to 3: said again.
+    let mut four = guide();
+    four.push(h("10.0.0.3", "us-east-1a", 0));
+    for (hosts, said) in [(four, 1), (guide(), 2)] {
+        e.admin = Some(AdminAnswer::Reply {
+            status: 200,
+            body: dump(&hosts),
+        });
+        e.advance(PERIOD * 2);
+        e.request(&[]);
+        assert_eq!(warnings_about(&e, cap), said);
+    }
+}

@@ -242,6 +242,7 @@ impl Configured {
         inventory: Inventory,
         seed: u64,
     ) -> usize {
+        self.warn_ejection_cap(host, name, inventory.len());
         let index = match self.clusters.find(name) {
             Some(index) => {
                 if let Some(state) = self.clusters.at_mut(index) {
@@ -420,6 +421,33 @@ impl Configured {
         found_or_passthrough(&mut self.clusters, host, metrics, &cluster)
     }
 
+    /// `maxEjectionPercent` that cannot eject one of `endpoints` hosts
+    /// ([`crate::lint::ejection_cap`]): said when a cluster's endpoint count
+    /// is new (not on every health change the `envoy` source republishes).
+    /// An inline inventory was linted at configure time.
+    fn warn_ejection_cap(&mut self, host: &mut dyn Host, name: &str, endpoints: usize) {
+        if matches!(
+            self.settings.inventory,
+            crate::config::InventorySource::Config(_)
+        ) {
+            return;
+        }
+        let before = self
+            .clusters
+            .find(name)
+            .and_then(|i| self.clusters.at(i))
+            .map(|s| s.engine.inventory().endpoints().len());
+        if before == Some(endpoints) {
+            return;
+        }
+        if let Some(warning) = crate::lint::ejection_cap(&self.settings, endpoints) {
+            host.log(
+                LogLevel::Warn,
+                &format!("locality-failover: cluster {name}: {warning}"),
+            );
+        }
+    }
+
     /// Reads the cluster metadata; decodes it only if its bytes changed.
     /// A bad new inventory keeps the last good one (logged once per change).
     fn load_metadata(
@@ -437,12 +465,6 @@ impl Configured {
         else {
             return;
         };
-        if let Some(warning) = crate::lint::ejection_cap(&self.settings, inventory.len()) {
-            host.log(
-                LogLevel::Warn,
-                &format!("locality-failover: cluster {cluster}: {warning}"),
-            );
-        }
         let index = self.install(
             host,
             metrics,
