@@ -134,6 +134,15 @@ fn warm(e: &mut SimEnvoy) {
     e.advance(PERIOD * 2);
 }
 
+/// The admin answers with `hosts` from now on; two poll periods pass.
+fn publish(e: &mut SimEnvoy, hosts: &[H]) {
+    e.admin = Some(AdminAnswer::Reply {
+        status: 200,
+        body: dump(hosts),
+    });
+    e.advance(PERIOD * 2);
+}
+
 fn picked(e: &mut SimEnvoy) -> String {
     let out = e.request(&[]);
     let value = out.steering.expect("the filter steers");
@@ -239,20 +248,12 @@ fn eds_changes_move_the_pick_within_two_periods() {
         h("10.0.0.2", "us-east-1b", 1),
         h("10.1.0.1", "us-west-2a", 2),
     ];
-    e.admin = Some(AdminAnswer::Reply {
-        status: 200,
-        body: dump(&without),
-    });
-    e.advance(PERIOD * 2);
+    publish(&mut e, &without);
     for _ in 0..4 {
         assert_eq!(picked(&mut e), address("10.0.0.2"));
     }
     // It comes back.
-    e.admin = Some(AdminAnswer::Reply {
-        status: 200,
-        body: dump(&guide()),
-    });
-    e.advance(PERIOD * 2);
+    publish(&mut e, &guide());
     for _ in 0..4 {
         assert_eq!(picked(&mut e), address("10.0.0.1"));
     }
@@ -264,11 +265,7 @@ fn a_host_envoy_holds_unhealthy_is_no_candidate() {
     warm(&mut e);
     let mut hosts = guide();
     hosts[0].health = "UNHEALTHY";
-    e.admin = Some(AdminAnswer::Reply {
-        status: 200,
-        body: dump(&hosts),
-    });
-    e.advance(PERIOD * 2);
+    publish(&mut e, &hosts);
     let engine = e.root(0).unwrap().engine(CLUSTER).unwrap();
     assert_eq!(
         engine.inventory().len(),
@@ -581,11 +578,7 @@ fn a_new_inventory_keeps_the_filters_ejections_from_its_first_request() {
     // the next request comes before any later refresh of the ejection view.
     let mut more = guide();
     more.push(h("10.1.0.2", "us-west-2b", 2));
-    e.admin = Some(AdminAnswer::Reply {
-        status: 200,
-        body: dump(&more),
-    });
-    e.advance(PERIOD * 2);
+    publish(&mut e, &more);
     assert_eq!(
         e.root(0)
             .unwrap()
@@ -684,22 +677,14 @@ fn a_cap_that_cannot_eject_is_said_when_the_endpoint_count_changes() {
     // A health change keeps the count: nothing new.
     let mut hosts = guide();
     hosts[0].health = "UNHEALTHY";
-    e.admin = Some(AdminAnswer::Reply {
-        status: 200,
-        body: dump(&hosts),
-    });
-    e.advance(PERIOD * 2);
+    publish(&mut e, &hosts);
     e.request(&[]);
     assert_eq!(warnings_about(&e, cap), 1);
     // A fourth host: 25% passes; back to 3: said again.
     let mut four = guide();
     four.push(h("10.0.0.3", "us-east-1a", 0));
     for (hosts, said) in [(four, 1), (guide(), 2)] {
-        e.admin = Some(AdminAnswer::Reply {
-            status: 200,
-            body: dump(&hosts),
-        });
-        e.advance(PERIOD * 2);
+        publish(&mut e, &hosts);
         e.request(&[]);
         assert_eq!(warnings_about(&e, cap), said);
     }
